@@ -10,3 +10,7 @@ def get_cfg_default() -> CfgNode:
 
 
 __all__ = ["CfgNode", "get_cfg_default"]
+
+from .checked_merge import merge_from_file_checked, merge_from_list_checked  # noqa: E402
+
+__all__ += ["merge_from_file_checked", "merge_from_list_checked"]

@@ -34,7 +34,8 @@ class Registry:
     def get(self, name: str) -> Any:
         if name not in self._obj_map:
             valid = sorted(self._obj_map)
-            close = difflib.get_close_matches(name, valid, n=1)
+            same_case = [v for v in valid if v.lower() == name.lower()]
+            close = same_case or difflib.get_close_matches(name, valid, n=1)
             hint = f' Did you mean "{close[0]}"?' if close else ""
             raise KeyError(
                 f'Unknown {self._name.lower()} "{name}".{hint} Valid names: {", ".join(valid) or "(none registered)"}'

@@ -1,0 +1,1 @@
+"""Shared prompt-learning pieces: config nodes, CLIP classifiers, the context prompt learner, the base trainer."""

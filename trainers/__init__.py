@@ -1,0 +1,10 @@
+"""Every trainer module, imported so that its trainer and config node register (no import line to add by hand).
+
+In a CoOp fork: copy ``trainers/`` and ``configs/``, ``pip install`` this repo, and in its train.py replace the
+trainer imports with ``import trainers`` and call ``trainers.extend_cfg(cfg)`` inside ``extend_cfg``.
+"""
+from dasslite.prompting.config import extend_cfg
+
+from . import coop, zsclip  # noqa: F401
+
+__all__ = ["extend_cfg"]
