@@ -1,0 +1,148 @@
+"""CLIP's text side, shared by every prompt-learning trainer: tokenizer helpers and a fast, exact TextEncoder.
+
+CoOp's TextEncoder runs all 77 positions through CLIP's blocks although the transformer is causal and only the EOT
+token is read. Ours computes the same function with less work:
+- positions after the batch's last EOT cannot influence any EOT token, so they are dropped (exact);
+- attention is ``scaled_dot_product_attention(is_causal=True)`` on q/k/v from each block's own weights;
+- in the last block only the EOT tokens are needed, so only their query, attention output and MLP are computed;
+- ``chunk_size`` bounds memory when thousands of prompts are encoded (CoCoOp's per-image prompts, ensembles).
+``reference=True`` runs CoOp's straightforward path through the CLIP modules, for equality tests and benchmarks.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._import import import_clip
+
+
+def tokenize(texts: Union[str, Sequence[str]], context_length: int = 77, truncate: bool = False) -> torch.Tensor:
+    """CLIP BPE tokens, [N, context_length] int64 (SOS ... EOT, zero padding); long texts raise unless truncate."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    return import_clip().tokenize(texts, context_length=context_length, truncate=truncate).long()
+
+
+def eot_positions(tokens: torch.Tensor) -> torch.Tensor:
+    """Index of the EOT token per row: it has the largest id in CLIP's vocabulary (CLIP's own rule)."""
+    return tokens.argmax(dim=-1)
+
+
+def embed_tokens(clip_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Token embeddings [N, L, D] in the model's dtype (what prompt learners splice their context into)."""
+    embedding = clip_model.token_embedding
+    return embedding(tokens.to(embedding.weight.device)).type(clip_model.dtype)
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[N, L, D] -> [N, H, L, D/H]."""
+    n, length, width = x.shape
+    return x.view(n, length, heads, width // heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[N, H, L, D/H] -> [N, L, D]."""
+    n, heads, length, head_dim = x.shape
+    return x.transpose(1, 2).reshape(n, length, heads * head_dim)
+
+
+def causal_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One CLIP ResidualAttentionBlock on batch-first x [N, L, D] with a causal mask (= CLIP's text mask)."""
+    attn = block.attn
+    heads = attn.num_heads
+    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads),
+                                         is_causal=True)
+    x = x + attn.out_proj(_merge_heads(out))
+    return x + block.mlp(block.ln_2(x))
+
+
+def causal_block_at(block: nn.Module, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The block's output [N, D] at one position per row (keys: that position and earlier), skipping the rest."""
+    attn = block.attn
+    heads, width = attn.num_heads, x.shape[-1]
+    rows = torch.arange(x.shape[0], device=x.device)
+    hidden = block.ln_1(x)
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    q_bias, kv_bias = (None, None) if bias is None else (bias[:width], bias[width:])
+    q = F.linear(hidden[rows, positions].unsqueeze(1), weight[:width], q_bias)
+    k, v = F.linear(hidden, weight[width:], kv_bias).chunk(2, dim=-1)
+    visible = torch.arange(x.shape[1], device=x.device)[None, :] <= positions[:, None]  # [N, L]
+    out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads),
+                                         attn_mask=visible[:, None, None, :])
+    y = x[rows, positions] + attn.out_proj(_merge_heads(out)[:, 0])
+    return y + block.mlp(block.ln_2(y))
+
+
+class TextEncoder(nn.Module):
+    """CLIP's frozen text transformer as CoOp's TextEncoder: prompt embeddings [N, L, D] + tokens -> features [N, E].
+
+    It holds (does not copy) the CLIP model's token_embedding, positional_embedding, transformer, ln_final and
+    text_projection, and freezes them unless ``freeze=False``. Gradients flow to the prompt embeddings passed in.
+    """
+
+    def __init__(self, clip_model: nn.Module, chunk_size: Optional[int] = None, truncate: bool = True,
+                 freeze: bool = True) -> None:
+        super().__init__()
+        self.token_embedding = clip_model.token_embedding
+        self.positional_embedding = clip_model.positional_embedding
+        self.transformer = clip_model.transformer
+        self.ln_final = clip_model.ln_final
+        self.text_projection = clip_model.text_projection
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self.truncate = truncate
+        for i, block in enumerate(self.transformer.resblocks):
+            attn = getattr(block, "attn", None)
+            if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
+                raise TypeError(f"text block {i} is not a CLIP ResidualAttentionBlock with a packed in_proj_weight")
+        if freeze:
+            self.requires_grad_(False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the transformer computes in (fp16 for OpenAI's weights, fp32 after ``clip_model.float()``)."""
+        return self.transformer.resblocks[0].attn.in_proj_weight.dtype
+
+    def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor, *,
+                reference: bool = False) -> torch.Tensor:
+        """Text features [N, E] of prompt embeddings [N, L, D]; ``tokenized_prompts`` [N, L] locate each EOT."""
+        if prompts.dim() != 3 or tuple(prompts.shape[:2]) != tuple(tokenized_prompts.shape):
+            raise ValueError(f"prompts {tuple(prompts.shape)} and tokenized_prompts {tuple(tokenized_prompts.shape)} "
+                             "must be [N, L, D] and [N, L]")
+        eot = eot_positions(tokenized_prompts).to(prompts.device)
+        if reference:
+            return self._encode_reference(prompts, eot)
+        size = self.chunk_size
+        if size is not None and prompts.shape[0] > size:
+            return torch.cat([self._encode(prompts[i:i + size], eot[i:i + size])
+                              for i in range(0, prompts.shape[0], size)])
+        return self._encode(prompts, eot)
+
+    def encode_tokens(self, tokens: torch.Tensor, *, reference: bool = False) -> torch.Tensor:
+        """Features [N, E] of token ids [N, L]; equals ``clip_model.encode_text(tokens)``."""
+        tokens = tokens.to(self.token_embedding.weight.device)
+        return self(embed_tokens(self, tokens), tokens, reference=reference)
+
+    def _encode(self, prompts: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        dtype = self.dtype
+        if prompts.shape[0] == 0:
+            return prompts.new_zeros(0, self.text_projection.shape[1], dtype=dtype)
+        length = int(eot.max()) + 1 if self.truncate else prompts.shape[1]
+        x = prompts[:, :length].type(dtype) + self.positional_embedding[:length].type(dtype)
+        *blocks, last = list(self.transformer.resblocks)
+        for block in blocks:
+            x = causal_block(block, x)
+        x = causal_block_at(last, x, eot)
+        return self.ln_final(x).type(dtype) @ self.text_projection
+
+    def _encode_reference(self, prompts: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """CoOp's TextEncoder verbatim in behaviour: all positions, CLIP's own blocks and 77x77 mask."""
+        dtype = self.dtype
+        x = prompts.type(dtype) + self.positional_embedding.type(dtype)
+        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
+        x = self.ln_final(x).type(dtype)
+        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection

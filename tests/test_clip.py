@@ -1,0 +1,287 @@
+"""dasslite.clip: loading both OpenAI formats, verified downloads from a real local server, tiny CLIPs, TextEncoder."""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from dasslite.clip import (CheckpointFormatError, ChecksumError, TextEncoder, available_backbones, build_tiny_clip,
+                           download_checkpoint, embed_tokens, eot_positions, import_clip, load_clip,
+                           register_backbone_url, save_jit_archive, save_state_dict, tokenize,
+                           unregister_backbone_url)
+from tests.clip_fixtures import publish_checkpoint, serve_directory
+
+PROMPTS = ["a", "a photo of a dog.", "a blurry photo of a very large golden retriever on the beach.", "x y"]
+RN_KW = dict(vision="rn", vision_layers=(1, 1, 1, 1), vision_width=8)
+
+
+def fp16_copy(model):
+    """The source model converted exactly as OpenAI's build_model converts a loaded one."""
+    converted = copy.deepcopy(model)
+    import_clip().model.convert_weights(converted)
+    return converted.eval()
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return build_tiny_clip(seed=0)
+
+
+@pytest.fixture(scope="module")
+def rn():
+    return build_tiny_clip(seed=1, **RN_KW)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, vit, rn):
+    root = tmp_path_factory.mktemp("clip_files")
+    return {"vit_sd": save_state_dict(vit, root / "vit_sd.pt"), "vit_jit": save_jit_archive(vit, root / "vit_jit.pt"),
+            "rn_sd": save_state_dict(rn, root / "rn_sd.pt"), "rn_jit": save_jit_archive(rn, root / "rn_jit.pt")}
+
+
+@pytest.fixture(autouse=True)
+def no_stray_registrations():
+    yield
+    for name in ("tiny-test", "tiny-bad"):
+        unregister_backbone_url(name)
+
+
+# ---------------------------------------------------------------------------------------------------- tokenizer
+def test_tokenize_and_eot_positions():
+    tokens = tokenize(PROMPTS)
+    assert tokens.shape == (4, 77) and tokens.dtype == torch.long
+    assert tokenize("a photo").shape == (1, 77)
+    eot = eot_positions(tokens)
+    assert eot[0] == 2 and eot[3] == 3  # SOS a EOT / SOS x y EOT
+    assert (tokens[torch.arange(4), eot] == 49407).all()
+    with pytest.raises(RuntimeError, match="too long"):
+        tokenize(["word " * 100])
+    assert tokenize(["word " * 100], truncate=True).shape == (1, 77)
+
+
+# ---------------------------------------------------------------------------------------------------- TextEncoder
+@pytest.mark.parametrize("arch", ["vit", "rn"])
+def test_text_encoder_equals_encode_text_fp32(arch, vit, rn):
+    model = {"vit": vit, "rn": rn}[arch]
+    tokens = tokenize(PROMPTS)
+    encoder = TextEncoder(copy.deepcopy(model))
+    with torch.no_grad():
+        expected = model.encode_text(tokens)
+        fast = encoder.encode_tokens(tokens)
+        reference = encoder.encode_tokens(tokens, reference=True)
+        untruncated = TextEncoder(model, truncate=False, freeze=False).encode_tokens(tokens)
+    torch.testing.assert_close(fast, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(reference, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(untruncated, expected, atol=1e-5, rtol=0)
+
+
+def test_text_encoder_fp16_weights(vit):
+    half = fp16_copy(vit)
+    tokens = tokenize(PROMPTS)
+    encoder = TextEncoder(half)
+    assert encoder.dtype == torch.float16
+    with torch.no_grad():
+        expected = half.encode_text(tokens)
+        fast = encoder.encode_tokens(tokens)
+        reference = encoder.encode_tokens(tokens, reference=True)
+    assert fast.dtype == torch.float16
+    torch.testing.assert_close(reference, expected, atol=0, rtol=0)
+    torch.testing.assert_close(fast.float(), expected.float(), atol=5e-3, rtol=5e-3)
+
+
+def test_chunked_equals_unchunked(vit):
+    tokens = tokenize(PROMPTS + ["one more class name", "b"])
+    encoder = TextEncoder(copy.deepcopy(vit))
+    with torch.no_grad():
+        whole = encoder.encode_tokens(tokens)
+        encoder.chunk_size = 4
+        chunked = encoder.encode_tokens(tokens)
+        encoder.chunk_size = 1
+        single = encoder.encode_tokens(tokens)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+    torch.testing.assert_close(single, whole, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        TextEncoder(vit, chunk_size=0, freeze=False)
+
+
+@pytest.mark.parametrize("arch", ["vit", "rn"])
+def test_gradients_reach_prompts_not_clip(arch, vit, rn):
+    model = copy.deepcopy({"vit": vit, "rn": rn}[arch])
+    encoder = TextEncoder(model, chunk_size=2)
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert sum(1 for _ in encoder.parameters()) > 0
+    tokens = tokenize(PROMPTS)
+    with torch.no_grad():
+        base = embed_tokens(model, tokens)
+    ctx = torch.nn.Parameter(base[:, 1:3].clone())  # CoOp-style learnable context at positions 1..2
+    prompts = torch.cat([base[:, :1], ctx, base[:, 3:]], dim=1)
+    features = encoder(prompts, tokens)
+    torch.testing.assert_close(features, model.encode_text(tokens), atol=1e-5, rtol=0)
+    features.pow(2).sum().backward()
+    assert ctx.grad is not None and ctx.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+    # the reference path gives the same gradient
+    grad = ctx.grad.clone()
+    ctx.grad = None
+    encoder(torch.cat([base[:, :1], ctx, base[:, 3:]], dim=1), tokens, reference=True).pow(2).sum().backward()
+    torch.testing.assert_close(ctx.grad, grad, atol=1e-4, rtol=1e-3)
+
+
+def test_text_encoder_input_checks(vit):
+    encoder = TextEncoder(vit, freeze=False)
+    tokens = tokenize(["a b"])
+    with pytest.raises(ValueError, match="must be"):
+        encoder(embed_tokens(vit, tokens)[:, :10], tokens)
+    empty = encoder(embed_tokens(vit, tokens)[:0], tokens[:0])
+    assert empty.shape == (0, 64)
+
+
+# ---------------------------------------------------------------------------------------------------- tiny models
+def test_build_tiny_clip_is_seeded_and_checked():
+    state = torch.random.get_rng_state()
+    a, b = build_tiny_clip(seed=3, transformer_layers=1, vision_layers=1), build_tiny_clip(seed=3, transformer_layers=1,
+                                                                                           vision_layers=1)
+    assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert a.dtype == torch.float32 and not a.training
+    with pytest.raises(ValueError, match="width // 64"):
+        build_tiny_clip(transformer_width=128, transformer_heads=1)
+    with pytest.raises(ValueError, match="vit"):
+        build_tiny_clip(vision="swin")
+    with pytest.raises(ValueError, match="int vision_layers"):
+        build_tiny_clip(vision_layers=(1, 1, 1, 1))
+    resnet = build_tiny_clip(vision="rn", vision_layers=1, vision_width=8, transformer_layers=1)
+    assert [len(getattr(resnet.visual, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def _assert_same_clip(loaded, source, image_size=32):
+    expected = fp16_copy(source)
+    assert loaded.dtype == torch.float16 and not loaded.training
+    tokens = tokenize(PROMPTS)
+    images = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_text(tokens), expected.encode_text(tokens), atol=0, rtol=0)
+        torch.testing.assert_close(loaded.encode_image(images), expected.encode_image(images), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["vit", "rn"])
+@pytest.mark.parametrize("fmt", ["sd", "jit"])
+def test_load_both_formats(arch, fmt, files, vit, rn):
+    path = files[f"{arch}_{fmt}"]
+    if fmt == "jit":
+        with pytest.warns(FutureWarning):
+            archive = torch.jit.load(str(path))
+        assert {"input_resolution", "context_length", "vocab_size"} <= set(archive.state_dict())
+    _assert_same_clip(load_clip(str(path)), {"vit": vit, "rn": rn}[arch])
+
+
+@pytest.mark.parametrize("wrapper", ["state_dict", "model"])
+def test_load_wrapped_state_dict(wrapper, files, vit, tmp_path):
+    state = torch.load(files["vit_sd"], weights_only=True)
+    path = tmp_path / "wrapped.pth"
+    torch.save({wrapper: state, "epoch": 3}, path)
+    _assert_same_clip(load_clip(str(path)), vit)
+
+
+def test_load_errors_name_the_problem(files, tmp_path):
+    missing = tmp_path / "nope" / "clip.pt"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        load_clip(str(missing))
+    with pytest.raises(ValueError, match="ViT-B/16") as info:
+        load_clip("ViT-B/17")
+    assert "Did you mean" in str(info.value) and "RN50x64" in str(info.value)
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointFormatError, match="garbage.pt") as info:
+        load_clip(str(garbage))
+    assert "torch.jit.load" in str(info.value) and "torch.load" in str(info.value)
+
+    state = torch.load(files["vit_sd"], weights_only=True)
+    del state["ln_final.weight"], state["text_projection"]
+    broken = tmp_path / "broken.pt"
+    torch.save(state, broken)
+    with pytest.raises(CheckpointFormatError, match="broken.pt") as info:
+        load_clip(str(broken))
+    assert "ln_final.weight" in str(info.value) and "text_projection" in str(info.value)
+
+    other = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointFormatError, match="visual.proj"):
+        load_clip(str(other))
+    listed = tmp_path / "list.pt"
+    torch.save([torch.zeros(1)], listed)
+    with pytest.raises(CheckpointFormatError, match="list"):
+        load_clip(str(listed))
+
+
+def test_pkg_resources_shim_in_fresh_interpreter():
+    """openai-clip imports pkg_resources; our shim stands in only during that import and leaves no trace."""
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["pkg_resources"] = None          # as if setuptools shipped none
+        from dasslite.clip import import_clip, tokenize
+        clip = import_clip()
+        assert clip.clip.packaging.version.parse("2.0") > clip.clip.packaging.version.parse("1.7.1")
+        assert sys.modules["pkg_resources"] is None  # restored
+        assert tokenize(["a dog"]).shape == (1, 77)
+        del sys.modules["clip"]
+        for name in [m for m in sys.modules if m.startswith("clip.")]:
+            del sys.modules[name]
+        del sys.modules["pkg_resources"]
+        import_clip()
+        assert "pkg_resources" not in sys.modules    # nothing left behind
+        print("ok")
+    """)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- download
+def test_download_by_name_from_local_server(files, vit, tmp_path, monkeypatch):
+    served, cache = tmp_path / "served", tmp_path / "cache"
+    url_path, sha = publish_checkpoint(files["vit_jit"], served)
+    with serve_directory(served) as base:
+        register_backbone_url("tiny-test", base + url_path)
+        assert "tiny-test" in available_backbones()
+        _assert_same_clip(load_clip("tiny-test", download_root=str(cache)), vit)
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny.pt"]  # no temporary file left
+    # the server is gone: the verified cached copy is reused, also through $CLIP_CACHE_DIR
+    monkeypatch.setenv("CLIP_CACHE_DIR", str(cache))
+    _assert_same_clip(load_clip("tiny-test"), vit)
+
+
+def test_download_checksum_mismatch_keeps_nothing(files, tmp_path):
+    served, cache = tmp_path / "served", tmp_path / "cache"
+    url_path, sha = publish_checkpoint(files["vit_sd"], served)
+    wrong = "0" * 64
+    with serve_directory(served) as base:
+        url = base + url_path
+        with pytest.raises(ChecksumError) as info:
+            download_checkpoint(url, cache, expected_sha256=wrong)
+        assert url in str(info.value) and wrong in str(info.value) and sha in str(info.value)
+        assert list(cache.iterdir()) == []
+        bad_url = f"{base}/{wrong}/tiny.pt"  # OpenAI-style URL whose embedded hash is wrong
+        (served / wrong).mkdir()
+        (served / wrong / "tiny.pt").write_bytes((served / url_path.lstrip("/")).read_bytes())
+        register_backbone_url("tiny-bad", bad_url)
+        with pytest.raises(ChecksumError, match=bad_url):
+            load_clip("tiny-bad", download_root=str(cache))
+        assert list(cache.iterdir()) == []
+        # a cached file with the wrong content is replaced by a verified download
+        (cache / "tiny.pt").write_bytes(b"stale")
+        assert download_checkpoint(url, cache).read_bytes() == (served / url_path.lstrip("/")).read_bytes()
+        with pytest.raises(RuntimeError, match="404|Not Found"):
+            download_checkpoint(f"{base}/{sha}/missing.pt", cache)
+    with pytest.raises(ValueError, match="sha256"):
+        download_checkpoint("http://127.0.0.1:9/plain/file.pt", cache)
