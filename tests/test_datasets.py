@@ -398,7 +398,7 @@ def test_dataset_configs_name_registered_readers():
 
     folder = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "configs", "datasets")
     for fname in ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-                  "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "imagenetv2", "imagenet_v2",
+                  "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "imagenetv2",
                   "imagenet_sketch", "imagenet_a", "imagenet_r"):
         name = yaml.safe_load(open(osp.join(folder, fname + ".yaml")))["DATASET"]["NAME"]
         assert name in DATASET_REGISTRY, fname

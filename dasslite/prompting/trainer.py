@@ -23,7 +23,11 @@ from dasslite.utils.checkpoint import check_state_dict_compat, load_checkpoint, 
 from .config import PRECISIONS
 
 
-class ClipPromptTrainer(CheckpointingMixin, TrainerX):
+# On the built-in engine TrainerX already has our checkpointing; on real Dassl it goes first in the MRO.
+_BASES = (TrainerX,) if issubclass(TrainerX, CheckpointingMixin) else (CheckpointingMixin, TrainerX)
+
+
+class ClipPromptTrainer(*_BASES):
     """Subclasses set ``CFG_NODE`` (their ``cfg.TRAINER.<NODE>``) and implement ``build_custom_clip``."""
 
     CFG_NODE: str = ""

@@ -1,0 +1,202 @@
+"""CoOp and zero-shot CLIP on a tiny CLIP + tiny EuroSAT tree, through train.py's own config path."""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train
+from dasslite.compat import build_trainer, set_random_seed
+from dasslite.prompting.prompt_learner import ContextPromptLearner, count_tokens
+from dasslite.utils import close_logger
+from tests.trainer_harness import TINY_INPUT, run_train
+
+CLASSNAMES = ["Annual Crop Land", "Forest", "Sea or Lake"]
+
+
+def make_trainer(root, clip_path, out, trainer="CoOp", config="vit_b16_ep50", extra=()):
+    argv = ["--root", root, "--seed", "1", "--trainer", trainer,
+            "--dataset-config-file", "configs/datasets/eurosat.yaml",
+            "--config-file", f"configs/trainers/{trainer}/{config}.yaml", "--output-dir", str(out),
+            "MODEL.BACKBONE.NAME", clip_path, *TINY_INPUT, *extra]
+    cfg = train.setup_cfg(train.build_parser().parse_args(argv))
+    set_random_seed(cfg.SEED)
+    return build_trainer(cfg)
+
+
+@pytest.fixture(scope="module")
+def clip_model(tiny_clip_checkpoint):
+    from dasslite.clip import load_clip
+
+    return load_clip(tiny_clip_checkpoint).float()
+
+
+# -- prompt learner ------------------------------------------------------------------------------------------
+def test_ctx_init_uses_bpe_token_count_and_word_embeddings(clip_model):
+    from dasslite.clip import embed_tokens, tokenize
+
+    learner = ContextPromptLearner(clip_model, CLASSNAMES, ctx_init="a photo of a")
+    assert learner.n_ctx == count_tokens("a photo of a") == 4
+    words = embed_tokens(clip_model, tokenize(["a photo of a"]))[0, 1:5]
+    assert torch.equal(learner.ctx.data, words)
+    # A word that BPE splits counts as several tokens (CoOp would count words and misalign the class tokens).
+    assert count_tokens("a centeredsatellitephoto of") > 3
+
+
+@pytest.mark.parametrize("position", ["end", "middle", "front"])
+def test_class_token_position_orders_tokens(clip_model, position):
+    from dasslite.clip import embed_tokens, tokenize
+
+    learner = ContextPromptLearner(clip_model, CLASSNAMES, n_ctx=4, class_token_position=position)
+    prompts = learner()
+    assert prompts.shape == (3, 77, clip_model.ln_final.weight.shape[0])
+    name_emb = embed_tokens(clip_model, tokenize(["Sea or Lake"]))[0, 1:4]  # 3 BPE tokens
+    ctx = learner.ctx.data
+    p = prompts[2].detach()
+    if position == "end":
+        segments = [(1, ctx), (5, name_emb)]
+    elif position == "front":
+        segments = [(1, name_emb), (4, ctx)]
+    else:
+        segments = [(1, ctx[:2]), (3, name_emb), (6, ctx[2:])]
+    for start, expected in segments:
+        assert torch.allclose(p[start:start + len(expected)], expected), (position, start)
+    assert torch.allclose(p[0], learner.token_prefix[2, 0])
+    # the "." and EOS follow in every layout
+    eos = embed_tokens(clip_model, tokenize(["X X X X Sea or Lake."]))[0, 8:10]
+    assert torch.allclose(p[8:10], eos)
+
+
+def test_csc_context_is_per_class(clip_model):
+    learner = ContextPromptLearner(clip_model, CLASSNAMES, n_ctx=2, csc=True)
+    assert learner.ctx.shape == (3, 2, clip_model.ln_final.weight.shape[0])
+    init = ContextPromptLearner(clip_model, CLASSNAMES, ctx_init="a photo of a", csc=True)
+    assert init.ctx.shape[0] == 3 and torch.equal(init.ctx[0], init.ctx[2])
+
+
+# -- trainer ---------------------------------------------------------------------------------------------------
+def test_coop_step_updates_only_the_context(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    tr = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, extra=["TRAINER.COOP.PREC", "fp32",
+                                                                          "TRAINER.COOP.N_CTX", "4"])
+    trainable = [n for n, p in tr.model.named_parameters() if p.requires_grad]
+    assert trainable == ["prompt_learner.ctx"]
+    frozen_before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if not p.requires_grad}
+    ctx_before = tr.model.prompt_learner.ctx.detach().clone()
+    tr.set_model_mode("train")
+    assert tr.model.prompt_learner.training and not tr.model.image_encoder.training
+    batch = next(iter(tr.train_loader_x))
+    tr.batch_idx, tr.num_batches = 0, 5
+    summary = tr.forward_backward(batch)
+    assert set(summary) == {"loss", "acc"} and summary["loss"] > 0
+    assert tr.model.prompt_learner.ctx.grad is not None and tr.model.prompt_learner.ctx.grad.abs().sum() > 0
+    assert not torch.equal(tr.model.prompt_learner.ctx.detach(), ctx_before)
+    for n, p in tr.model.named_parameters():
+        if not p.requires_grad:
+            assert p.grad is None and torch.equal(p.detach(), frozen_before[n]), n
+    logits = tr.model(batch["img"])
+    assert logits.shape == (batch["img"].shape[0], 10)  # SUBSAMPLE_CLASSES all: the 10 EuroSAT classes
+
+
+def test_eval_encodes_class_prompts_once_and_matches_uncached(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    tr = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, extra=["TRAINER.COOP.PREC", "fp32",
+                                                                          "DATALOADER.TEST.BATCH_SIZE", "7"])
+    tr.set_model_mode("eval")
+    calls = []
+    original = tr.model.compute_class_features
+    tr.model.compute_class_features = lambda: calls.append(1) or original()
+    image = next(iter(tr.test_loader))["img"]
+    with torch.no_grad():
+        uncached = tr.model(image)
+        with tr.model.cached_class_features():
+            cached = tr.model(image)
+    assert torch.allclose(cached, uncached, atol=1e-6)
+    calls.clear()
+    tr.test()
+    assert len(tr.test_loader) > 1 and len(calls) == 1
+    assert tr.model._cached is None  # the cache never outlives the evaluation
+
+
+def test_train_eval_resume_and_base_to_new(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    out = str(tmp_path / "base")
+    extra = ["TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.N_CTX", "4", "OPTIM.MAX_EPOCH", "2",
+             "DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "base"]
+    res = run_train(eurosat_root, tiny_clip_checkpoint, out, extra=extra)
+    assert res["complete"] and res["subsample_classes"] == "base" and res["total"] > 0
+    assert os.path.isfile(os.path.join(out, "prompt_learner", "model.pth.tar-2"))
+    log = open(os.path.join(out, "log.txt")).read()
+    assert "Finish training" in log and "Deploy the last-epoch model" in log
+    tail = log.split("Finish training")[1]
+    assert f"* accuracy: {res['accuracy']:.1f}%" in tail
+    assert "epoch [1/2] batch [1/" in log and "lr 1.0000e-05" not in log.split("epoch [2/2]")[0].splitlines()[-1]
+
+    # eval-only from the model dir reproduces the end-of-training accuracy
+    ev = run_train(eurosat_root, tiny_clip_checkpoint, str(tmp_path / "eval_base"), extra=extra,
+                   flags=["--eval-only", "--model-dir", out, "--load-epoch", "2"])
+    assert ev["accuracy"] == pytest.approx(res["accuracy"]) and ev["eval_only"]
+
+    # rerunning into the finished dir resumes: no training epoch runs again, the test is repeated
+    again = run_train(eurosat_root, tiny_clip_checkpoint, out, extra=extra)
+    log2 = open(os.path.join(out, "log.txt")).read()
+    assert "Found checkpoint" in log2 and "epoch [" not in log2
+    assert again["accuracy"] == pytest.approx(res["accuracy"])
+
+    # new classes: the class-name buffers are rebuilt, the learnt context is loaded
+    new = run_train(eurosat_root, tiny_clip_checkpoint, str(tmp_path / "new"),
+                    extra=extra[:-1] + ["new"], flags=["--eval-only", "--model-dir", out])
+    assert new["subsample_classes"] == "new" and new["total"] > 0
+
+
+def test_training_is_deterministic_for_a_seed(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    extra = ["TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.N_CTX", "2", "OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "2"]
+    ctxs = []
+    for name in ("a", "b"):
+        run_train(eurosat_root, tiny_clip_checkpoint, str(tmp_path / name), extra=extra)
+        ckpt = torch.load(tmp_path / name / "prompt_learner" / "model.pth.tar-1", weights_only=True)
+        ctxs.append(ckpt["state_dict"]["ctx"])
+        assert "token_prefix" in ckpt["state_dict"]
+    assert torch.equal(ctxs[0], ctxs[1])
+
+
+def test_csc_checkpoint_on_other_classes_is_an_error(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    out = str(tmp_path / "csc")
+    extra = ["TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.N_CTX", "2", "TRAINER.COOP.CSC", "True",
+             "OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "all"]
+    run_train(eurosat_root, tiny_clip_checkpoint, out, extra=extra)
+    with pytest.raises(ValueError, match=r"ctx: checkpoint \(10, 2, 64\) vs model \(5, 2, 64\)"):
+        run_train(eurosat_root, tiny_clip_checkpoint, str(tmp_path / "csc_new"),
+                  extra=extra[:-1] + ["new"], flags=["--eval-only", "--model-dir", out])
+    assert not os.path.exists(tmp_path / "csc_new" / "results.json")
+
+
+def test_zero_shot_matches_manual_clip(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    from dasslite.clip import load_clip, tokenize
+
+    res = run_train(eurosat_root, tiny_clip_checkpoint, str(tmp_path / "zs"), trainer="ZeroshotCLIP",
+                    config="vit_b16", extra=["TRAINER.ZSCLIP.PREC", "fp32"], flags=["--eval-only"])
+    tr = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path / "zs2", trainer="ZeroshotCLIP", config="vit_b16",
+                      extra=["TRAINER.ZSCLIP.PREC", "fp32"])
+    close_logger()
+    model = load_clip(tiny_clip_checkpoint).float()
+    names = tr.dm.dataset.classnames
+    with torch.no_grad():
+        text = F.normalize(model.encode_text(tokenize([f"a centered satellite photo of {n}." for n in names])), dim=-1)
+        correct = total = 0
+        for batch in tr.test_loader:
+            img = F.normalize(model.encode_image(batch["img"]), dim=-1)
+            correct += (img @ text.t()).argmax(1).eq(batch["label"]).sum().item()
+            total += len(batch["label"])
+    assert res["accuracy"] == pytest.approx(100.0 * correct / total)
+    with pytest.raises(RuntimeError, match="eval-only"):
+        tr.train()
+
+
+def test_unknown_trainer_lists_valid_names(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    with pytest.raises(KeyError, match="Valid names: .*CoOp.*ZeroshotCLIP"):
+        run_train(eurosat_root, tiny_clip_checkpoint, str(tmp_path / "x"), trainer="CoOpp", config="vit_b16",
+                  config_dir="CoOp")
+
+
+def test_input_size_must_match_backbone(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="INPUT.SIZE"):
+        make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, extra=["INPUT.SIZE", "(64, 64)"])
+    close_logger()

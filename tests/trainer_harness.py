@@ -1,0 +1,33 @@
+"""Run train.py in-process exactly as the command line would (same parser, same config merge)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Optional
+
+import train
+from dasslite.utils import close_logger
+
+TINY_INPUT = ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "50",
+              "TRAIN.PRINT_FREQ", "1"]
+
+
+def run_train(root: str, clip_path: str, output_dir: str, trainer: str = "CoOp", config: str = "vit_b16_ep50",
+              dataset_config: str = "configs/datasets/eurosat.yaml", seed: int = 1, extra: Optional[List[str]] = None,
+              flags: Optional[List[str]] = None, config_dir: Optional[str] = None) -> dict:
+    """Run one train.py job; returns the parsed results.json (or {} when none was written)."""
+    argv = ["--root", root, "--seed", str(seed), "--trainer", trainer,
+            "--dataset-config-file", dataset_config,
+            "--config-file", f"configs/trainers/{config_dir or trainer}/{config}.yaml",
+            "--output-dir", output_dir] + list(flags or [])
+    opts = ["MODEL.BACKBONE.NAME", clip_path] + TINY_INPUT + list(extra or [])
+    args = train.build_parser().parse_args(argv + opts)
+    try:
+        train.main(args)
+    finally:
+        close_logger()
+    path = os.path.join(output_dir, "results.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
