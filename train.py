@@ -14,10 +14,12 @@ import torch
 
 import datasets  # noqa: F401  (registers the dataset readers)
 import trainers  # noqa: F401  (registers the trainers and their config nodes)
-from dasslite.compat import BACKEND, build_trainer, collect_env_info, get_cfg_default, set_random_seed, setup_logger
+from dasslite.compat import BACKEND, DATASET_REGISTRY, TRAINER_REGISTRY, build_trainer, get_cfg_default
 from dasslite.config import merge_from_file_checked, merge_from_list_checked
+from dasslite.utils import collect_env_info, set_random_seed, setup_logger  # ours on either engine (log.txt rotation)
 from dasslite.prompting.config import extend_cfg
 from dasslite.utils.io import write_json_atomic
+from dasslite.utils.registry import require_registered
 
 
 def print_args(args, cfg) -> None:
@@ -102,6 +104,8 @@ def run_record(args, cfg, trainer) -> dict:
 
 def main(args) -> int:
     cfg = setup_cfg(args)
+    require_registered(TRAINER_REGISTRY, cfg.TRAINER.NAME, "trainer")
+    require_registered(DATASET_REGISTRY, cfg.DATASET.NAME, "dataset")
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)

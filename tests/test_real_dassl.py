@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def _run(args, tmp_path):
-    env = dict(os.environ, DASSLITE_BACKEND="dassl", PYTHONPATH=REPO)
+    pythonpath = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, DASSLITE_BACKEND="dassl", PYTHONPATH=pythonpath)
     proc = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -2,7 +2,23 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional
+
+
+def unknown_name_message(kind: str, name: str, valid: Iterable[str]) -> str:
+    """'Unknown trainer "Coop". Did you mean "CoOp"? Valid names: ...' (case-insensitive match first)."""
+    valid = sorted(valid)
+    same_case = [v for v in valid if v.lower() == name.lower()]
+    close = same_case or difflib.get_close_matches(name, valid, n=1)
+    hint = f' Did you mean "{close[0]}"?' if close else ""
+    return f'Unknown {kind.lower()} "{name}".{hint} Valid names: {", ".join(valid) or "(none registered)"}'
+
+
+def require_registered(registry: Any, name: str, kind: str) -> None:
+    """Raise our clear KeyError for ``name`` on any registry with ``registered_names()`` (ours or Dassl's)."""
+    valid = list(registry.registered_names())
+    if name not in valid:
+        raise KeyError(unknown_name_message(kind, name, valid))
 
 
 class Registry:
@@ -33,13 +49,7 @@ class Registry:
 
     def get(self, name: str) -> Any:
         if name not in self._obj_map:
-            valid = sorted(self._obj_map)
-            same_case = [v for v in valid if v.lower() == name.lower()]
-            close = same_case or difflib.get_close_matches(name, valid, n=1)
-            hint = f' Did you mean "{close[0]}"?' if close else ""
-            raise KeyError(
-                f'Unknown {self._name.lower()} "{name}".{hint} Valid names: {", ".join(valid) or "(none registered)"}'
-            )
+            raise KeyError(unknown_name_message(self._name, name, self._obj_map))
         return self._obj_map[name]
 
     def registered_names(self) -> list:
