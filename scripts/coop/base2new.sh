@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# CoOp, base-to-new generalisation (CoCoOp's protocol): for each seed, train on the base classes, evaluate on the
+# new classes, then print the Base / New / H table. Finished runs are skipped, unfinished ones resume.
+#
+# Usage: bash scripts/coop/base2new.sh DATASET SHOTS [SEEDS] [SWEEP OPTIONS] [-- KEY VALUE ...]
+#   DATASET  a name in configs/datasets/ (eurosat, oxford_pets, ...) or demo (offline demo world, no data needed)
+#   SHOTS    shots per base class (the papers use 16)
+#   SEEDS    default "1 2 3" (also "1,2")
+#   SWEEP OPTIONS are passed on to `python -m dasslite.sweep base2new`, e.g. --dry-run, --ci95
+# Environment:
+#   CFG      recipe in configs/trainers/CoOp/ (default: vit_b16_ctxv1, the CoOp setting of CoCoOp's scripts;
+#            demo for the demo dataset)
+#   DATA     dataset root (required for real datasets)     OUTPUT  output root (default: output)
+#   LOADEP   checkpoint epoch for the new-class evaluation (default: the latest)
+#   GPUS     e.g. 0,1,2,3: one run per GPU                  PYTHON  interpreter
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/common.sh"
+
+if [ $# -lt 2 ]; then
+  sed -n '5,9p' "$REPO_ROOT/scripts/coop/base2new.sh" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+fi
+DATASET=$1
+SHOTS=$2
+shift 2
+SEEDS="1 2 3"
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+  SEEDS=$1
+  shift
+fi
+split_seeds "$SEEDS"
+
+if [ "$DATASET" = demo ]; then
+  CFG=${CFG:-demo}
+else
+  CFG=${CFG:-vit_b16_ctxv1}
+fi
+ARGS=(--trainer CoOp --dataset "$DATASET" --cfg "$CFG" --shots "$SHOTS" --seeds "${SEED_ARR[@]}"
+      --output "${OUTPUT:-output}")
+if [ -n "${LOADEP:-}" ]; then
+  ARGS+=(--load-epoch "$LOADEP")
+fi
+exec "$PYTHON" -m dasslite.sweep base2new "${ARGS[@]}" "$@"

@@ -1,0 +1,358 @@
+"""dasslite.sweep: job planning, skip / resume / failure handling, a fake train.py end to end, the bash wrappers."""
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from dasslite import sweep as S
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A stand-in for train.py with the same flags: writes log.txt (Dassl's lines) and results.json like the real one.
+# Accuracy: base = 80 + seed, new = 60 + seed. FAKE_FAIL="<phase>:<seed>" makes that run crash after logging
+# started; FAKE_CALLS names a file that gets one line per call.
+FAKE_TRAIN_PY = r'''
+import argparse, json, os, sys
+p = argparse.ArgumentParser()
+for flag in ("--root", "--output-dir", "--trainer", "--config-file", "--dataset-config-file", "--model-dir"):
+    p.add_argument(flag, default="")
+p.add_argument("--seed", type=int, default=-1)
+p.add_argument("--load-epoch", type=int)
+p.add_argument("--eval-only", action="store_true")
+p.add_argument("opts", nargs=argparse.REMAINDER)
+a = p.parse_args()
+opts = dict(zip(a.opts[::2], a.opts[1::2]))
+sub = opts["DATASET.SUBSAMPLE_CLASSES"]
+phase = "test_new" if sub == "new" else "train_base"
+out = a.output_dir
+os.makedirs(out, exist_ok=True)
+if os.environ.get("FAKE_CALLS"):
+    with open(os.environ["FAKE_CALLS"], "a") as f:
+        f.write(f"{phase} {a.seed} {out}\n")
+resumed = os.path.exists(os.path.join(out, "prompt_learner", "checkpoint"))
+log = open(os.path.join(out, "log.txt"), "w")
+log.write(f"eval_only: {a.eval_only}\nseed: {a.seed}\n")
+if a.eval_only and a.model_dir:
+    if not os.path.exists(os.path.join(a.model_dir, "prompt_learner", "checkpoint")):
+        print(f"no checkpoint in {a.model_dir}", file=sys.stderr)
+        sys.exit(4)
+if not a.eval_only:
+    os.makedirs(os.path.join(out, "prompt_learner"), exist_ok=True)
+    open(os.path.join(out, "prompt_learner", "checkpoint"), "w").write("model.pth.tar-1\n")
+    log.write("epoch [1/1] batch [1/1]\n")
+    log.flush()
+    if os.environ.get("FAKE_FAIL") == f"{phase}:{a.seed}":
+        print("RuntimeError: boom", file=sys.stderr)
+        sys.exit(3)
+    log.write("Finish training\n")
+elif os.environ.get("FAKE_FAIL") == f"{phase}:{a.seed}":
+    sys.exit(5)
+if os.environ.get("FAKE_NO_RESULTS") == f"{phase}:{a.seed}":
+    sys.exit(0)
+acc = (80.0 if sub == "base" else 60.0) + a.seed
+log.write(f"=> result\n* total: 100\n* correct: {int(acc)}\n* accuracy: {acc:.1f}%\n")
+log.close()
+record = {"complete": True, "split": "test", "accuracy": acc, "error_rate": 100 - acc, "macro_f1": acc,
+          "trainer": a.trainer, "subsample_classes": sub, "num_shots": int(opts["DATASET.NUM_SHOTS"]),
+          "seed": a.seed, "eval_only": a.eval_only, "resumed": resumed, "opts": opts,
+          "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "load_epoch": a.load_epoch, "model_dir": a.model_dir}
+tmp = os.path.join(out, ".results.tmp")
+json.dump(record, open(tmp, "w"))
+os.replace(tmp, os.path.join(out, "results.json"))
+'''
+
+
+@pytest.fixture
+def fake_repo(tmp_path):
+    """A repository root with the config files the sweep looks up, a fake train.py and a data root."""
+    repo = tmp_path / "repo"
+    for rel in ("configs/datasets/eurosat.yaml", "configs/datasets/demo.yaml", "configs/trainers/CoOp/demo.yaml",
+                "configs/trainers/CoOp/vit_b16_ctxv1.yaml", "configs/trainers/ZeroshotCLIP/vit_b16.yaml",
+                "configs/trainers/ZeroshotCLIP/demo.yaml"):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text("{}\n")
+    (repo / "train.py").write_text(FAKE_TRAIN_PY)
+    (tmp_path / "data").mkdir()
+    return SimpleNamespace(repo=repo, data=tmp_path / "data", out=tmp_path / "output", calls=tmp_path / "calls.txt",
+                           tmp=tmp_path)
+
+
+def fake_demo_world(tmp_path):
+    world = SimpleNamespace(root=str(tmp_path / "demo_root"), clip_checkpoint=str(tmp_path / "tiny_clip.pt"))
+    return lambda: world
+
+
+def spec_for(fake, argv, environ=None, demo_world=None):
+    args = S.parse_args(["base2new", "--repo-root", str(fake.repo), "--output", str(fake.out), *argv])
+    return S.resolve_base2new(args, environ=environ if environ is not None else {}, demo_world=demo_world,
+                              cwd=str(fake.tmp))
+
+
+def calls(fake):
+    return fake.calls.read_text().splitlines() if fake.calls.exists() else []
+
+
+# ------------------------------------------------------------------------------------------------------------
+# planning
+# ------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def fake(fake_repo):
+    return fake_repo
+
+
+def test_plan_dirs_opts_and_dependencies(fake):
+    spec = spec_for(fake, ["--dataset", "eurosat", "--shots", "16", "--seeds", "1", "2", "--data", str(fake.data),
+                           "--load-epoch", "50", "--", "OPTIM.MAX_EPOCH", "5"])
+    assert spec.cfg == "vit_b16_ctxv1" and spec.trainer == "CoOp" and not spec.zero_shot
+    jobs = S.plan_base2new(spec)
+    assert [j.key for j in jobs] == ["train_base/seed1", "test_new/seed1", "train_base/seed2", "test_new/seed2"]
+    train, test = jobs[0], jobs[1]
+    base_dir = os.path.join(str(fake.out), "base2new", "train_base", "eurosat", "shots_16", "CoOp", "vit_b16_ctxv1",
+                            "seed1")
+    assert train.output_dir == base_dir
+    assert test.output_dir == base_dir.replace("train_base", "test_new")
+    assert train.argv[:2] == [sys.executable, str(fake.repo / "train.py")]
+    a = train.argv
+    assert a[a.index("--root") + 1] == str(fake.data) and a[a.index("--seed") + 1] == "1"
+    assert a[a.index("--config-file") + 1] == os.path.join("repo", "configs", "trainers", "CoOp",
+                                                           "vit_b16_ctxv1.yaml")  # relative to the cwd
+    assert "--eval-only" not in a and "--model-dir" not in a
+    assert a[-6:] == ["DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", "5"]
+    b = test.argv
+    assert "--eval-only" in b and b[b.index("--model-dir") + 1] == base_dir and b[b.index("--load-epoch") + 1] == "50"
+    assert b[-6:] == ["DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "new", "OPTIM.MAX_EPOCH", "5"]
+    assert test.depends_on == ["train_base/seed1"] and train.depends_on == []
+    assert test.expect == {"trainer": "CoOp", "seed": 1, "num_shots": 16, "subsample_classes": "new"}
+
+
+def test_plan_zero_shot_is_eval_only_on_base_and_new(fake):
+    spec = spec_for(fake, ["--trainer", "ZeroshotCLIP", "--dataset", "eurosat", "--seeds", "1,2"],
+                    environ={"DATA": str(fake.data)})
+    assert spec.zero_shot and spec.cfg == "vit_b16" and spec.seeds == [1, 2] and spec.shots == 16
+    jobs = S.plan_base2new(spec)
+    for job in jobs:
+        assert "--eval-only" in job.argv and "--model-dir" not in job.argv and job.depends_on == []
+    assert "/train_base/eurosat/shots_16/ZeroshotCLIP/vit_b16/seed1" in jobs[0].output_dir.replace(os.sep, "/")
+    assert jobs[0].argv[-1] == "base" and jobs[1].argv[-1] == "new"
+    # ZeroshotCLIP2 borrows ZeroshotCLIP's recipes
+    spec = spec_for(fake, ["--trainer", "ZeroshotCLIP2", "--dataset", "eurosat", "--data", str(fake.data)])
+    assert spec.zero_shot and spec.config_file.endswith(os.path.join("ZeroshotCLIP", "vit_b16.yaml"))
+
+
+def test_plan_demo_uses_the_demo_world(fake):
+    spec = spec_for(fake, ["--dataset", "demo", "--shots", "4", "--seeds", "1"], demo_world=fake_demo_world(fake.tmp))
+    assert spec.cfg == "demo" and spec.data_root == str(fake.tmp / "demo_root")
+    train = S.plan_base2new(spec)[0]
+    assert train.argv[-2:] == ["MODEL.BACKBONE.NAME", str(fake.tmp / "tiny_clip.pt")]
+    assert train.argv[train.argv.index("--dataset-config-file") + 1].endswith(os.path.join("datasets", "demo.yaml"))
+    assert "/shots_4/CoOp/demo/seed1" in train.output_dir.replace(os.sep, "/")
+
+
+def test_resolve_errors(fake):
+    with pytest.raises(S.SweepUsageError, match="set DATA"):
+        spec_for(fake, ["--dataset", "eurosat"])
+    with pytest.raises(S.SweepUsageError, match="does not exist"):
+        spec_for(fake, ["--dataset", "eurosat"], environ={"DATA": str(fake.tmp / "nope")})
+    with pytest.raises(S.SweepUsageError, match="Did you mean: eurosat"):
+        spec_for(fake, ["--dataset", "eurosatt", "--data", str(fake.data)])
+    with pytest.raises(S.SweepUsageError, match="Did you mean: vit_b16_ctxv1"):
+        spec_for(fake, ["--dataset", "eurosat", "--cfg", "vit_b16_ctxv2", "--data", str(fake.data)])
+    with pytest.raises(S.SweepUsageError, match="--cfg is required"):
+        spec_for(fake, ["--trainer", "KgCoOp", "--dataset", "eurosat", "--data", str(fake.data)])
+    with pytest.raises(S.SweepUsageError, match="KEY VALUE pairs"):
+        spec_for(fake, ["--dataset", "eurosat", "--data", str(fake.data), "--", "OPTIM.MAX_EPOCH"])
+    with pytest.raises(S.SweepUsageError, match="not a seed"):
+        S.parse_args(["base2new", "--dataset", "eurosat", "--seeds", "one"])
+
+
+def write_record(path, **fields):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "results.json"), "w") as f:
+        json.dump({"complete": True, "accuracy": 50.0, **fields}, f)
+
+
+def test_job_state_done_resume_new_and_conflict(fake):
+    spec = spec_for(fake, ["--dataset", "eurosat", "--seeds", "1", "--data", str(fake.data)])
+    train, test = S.plan_base2new(spec)
+    assert train.state() == "new"
+    os.makedirs(os.path.join(train.output_dir, "prompt_learner"))
+    assert train.state() == "resume"
+    with open(train.results_path, "w") as f:
+        json.dump({"complete": False}, f)
+    assert train.state() == "resume"  # an incomplete record is never reused
+    write_record(train.output_dir, trainer="CoOp", seed=1, subsample_classes="base", num_shots=16)
+    assert train.state() == "done"
+    write_record(test.output_dir, trainer="CoOp", seed=1, subsample_classes="base", num_shots=16)
+    with pytest.raises(S.SweepError, match="belongs to another run: subsample_classes='base'"):
+        test.state()
+
+
+def test_sequential_runner_skips_complete_resumes_incomplete_in_order(fake):
+    spec = spec_for(fake, ["--dataset", "eurosat", "--seeds", "1", "2", "--data", str(fake.data)])
+    jobs = S.plan_base2new(spec)
+    write_record(jobs[0].output_dir, trainer="CoOp", seed=1, subsample_classes="base", num_shots=16)
+    os.makedirs(os.path.join(jobs[2].output_dir, "prompt_learner"))  # seed2 training: started before, unfinished
+    launched = []
+
+    def launcher(job, env):
+        launched.append((job.key, os.path.isdir(job.output_dir)))
+        write_record(job.output_dir, **job.expect)
+        return 0
+
+    out = io.StringIO()
+    outcome = S.SequentialRunner(launcher, env={}, out=out).run(jobs)
+    assert launched == [("test_new/seed1", False), ("train_base/seed2", True), ("test_new/seed2", False)]
+    assert outcome == {"train_base/seed1": "skipped", "test_new/seed1": "ran", "train_base/seed2": "ran",
+                       "test_new/seed2": "ran"}
+    text = out.getvalue()
+    assert f"Results exist in {jobs[0].output_dir} (complete); skipping" in text
+    assert f"Incomplete run in {jobs[2].output_dir}" in text and "resumes from the last checkpoint" in text
+
+
+def test_sequential_runner_stops_on_failure_naming_dir_and_log(fake):
+    spec = spec_for(fake, ["--dataset", "eurosat", "--seeds", "1", "--data", str(fake.data)])
+    jobs = S.plan_base2new(spec)
+    launched = []
+
+    def launcher(job, env):
+        launched.append(job.key)
+        os.makedirs(job.output_dir, exist_ok=True)
+        open(job.log_path, "w").write("epoch [1/5]\n")
+        return 1
+
+    with pytest.raises(S.SweepError) as err:
+        S.SequentialRunner(launcher, env={}, out=io.StringIO()).run(jobs)
+    msg = str(err.value)
+    assert launched == ["train_base/seed1"]  # the evaluation never starts
+    assert "exit status 1" in msg and jobs[0].output_dir in msg and jobs[0].log_path in msg
+    # exit 0 without a complete results.json is a failure too
+    with pytest.raises(S.SweepError, match="exited 0 but left no complete results.json"):
+        S.SequentialRunner(lambda job, env: 0, env={}, out=io.StringIO()).run(jobs)
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(fake, capsys):
+    write_record(os.path.join(str(fake.out), "base2new", "train_base", "eurosat", "shots_16", "CoOp",
+                              "vit_b16_ctxv1", "seed1"), trainer="CoOp", seed=1, subsample_classes="base")
+    rc = S.main(["base2new", "--repo-root", str(fake.repo), "--dataset", "eurosat", "--seeds", "1", "2",
+                 "--output", str(fake.out), "--dry-run"], environ={"DATA": str(fake.data)})
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "[train_base/seed1] skip (complete)" in out and "[test_new/seed1] run after train_base/seed1" in out
+    assert "[train_base/seed2] run" in out and "--eval-only" in out and "DATASET.SUBSAMPLE_CLASSES new" in out
+    assert not os.path.exists(os.path.join(str(fake.out), "base2new", "test_new"))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# end to end with a fake train.py (real subprocesses)
+# ------------------------------------------------------------------------------------------------------------
+def run_sweep(fake, extra=(), env_extra=None, runner=None):
+    env = {**os.environ, "FAKE_CALLS": str(fake.calls), **(env_extra or {})}
+    env.pop("GPUS", None)
+    argv = ["base2new", "--repo-root", str(fake.repo), "--dataset", "eurosat", "--shots", "8", "--seeds", "1", "2",
+            "--data", str(fake.data), "--output", str(fake.out), *extra]
+    return S.main(argv, environ=env, runner=runner)  # the runner passes `environ` on to train.py
+
+
+def test_end_to_end_subprocess_skip_on_rerun_and_failure(fake, capsys):
+    # seed 2's training crashes: the sweep stops, names the run folder and its log, exits non-zero
+    assert run_sweep(fake, env_extra={"FAKE_FAIL": "train_base:2"}) == 1
+    err = capsys.readouterr().err
+    seed2 = os.path.join(str(fake.out), "base2new", "train_base", "eurosat", "shots_8", "CoOp", "vit_b16_ctxv1",
+                         "seed2")
+    assert "train_base/seed2: train.py failed with exit status 3" in err
+    assert f"run folder: {seed2}" in err and f"log file:   {os.path.join(seed2, 'log.txt')}" in err
+    assert [c.split()[:2] for c in calls(fake)] == [["train_base", "1"], ["test_new", "1"], ["train_base", "2"]]
+
+    # the same command again: seed 1 is skipped, seed 2 resumes in its folder, then its evaluation runs
+    assert run_sweep(fake) == 0
+    out = capsys.readouterr().out
+    assert [c.split()[:2] for c in calls(fake)[3:]] == [["train_base", "2"], ["test_new", "2"]]
+    assert out.count("(complete); skipping") == 2 and f"Incomplete run in {seed2}" in out
+    rec = json.load(open(os.path.join(seed2, "results.json")))
+    assert rec["resumed"] is True and rec["num_shots"] == 8
+    new2 = json.load(open(os.path.join(seed2.replace("train_base", "test_new"), "results.json")))
+    assert new2["eval_only"] is True and new2["model_dir"] == seed2 and new2["load_epoch"] is None
+    # the table: base 81/82, new 61/62 -> H = 2*81.5*61.5/143 = 70.10, per-seed H 69.56 / 70.63
+    assert "| eurosat   | 81.50 ± 0.50 | 61.50 ± 0.50 | 70.10 ± 0.51 | 2 " in out
+
+    # a third time: nothing runs
+    assert run_sweep(fake) == 0
+    assert len(calls(fake)) == 5 and capsys.readouterr().out.count("(complete); skipping") == 4
+
+
+def test_end_to_end_exit_zero_without_results_and_eval_failure(fake, capsys):
+    assert run_sweep(fake, env_extra={"FAKE_NO_RESULTS": "train_base:1"}) == 1
+    assert "exited 0 but left no complete results.json" in capsys.readouterr().err
+    assert run_sweep(fake, env_extra={"FAKE_FAIL": "test_new:1"}) == 1
+    err = capsys.readouterr().err
+    assert "test_new/seed1: train.py failed with exit status 5" in err and "test_new" in err
+
+
+def test_gpu_pool_one_job_per_gpu_with_dependencies(fake, capsys):
+    env = {**os.environ, "FAKE_CALLS": str(fake.calls)}
+    pool = S.GpuPoolRunner(["7", "9"], env=env, poll_interval=0.02)
+    assert run_sweep(fake, extra=["--seeds", "1", "2", "3"], runner=pool) == 0
+    out = capsys.readouterr().out
+    root = os.path.join(str(fake.out), "base2new")
+    gpus = set()
+    for phase in ("train_base", "test_new"):
+        for seed in (1, 2, 3):
+            d = os.path.join(root, phase, "eurosat", "shots_8", "CoOp", "vit_b16_ctxv1", f"seed{seed}")
+            gpus.add(json.load(open(os.path.join(d, "results.json")))["gpu"])
+            assert os.path.isfile(os.path.join(d, "console.txt"))
+    assert gpus <= {"7", "9"}
+    order = [c.split()[:2] for c in calls(fake)]
+    for seed in ("1", "2", "3"):  # every evaluation after its training (it would exit 4 otherwise)
+        assert order.index(["train_base", seed]) < order.index(["test_new", seed])
+    assert "| eurosat" in out and "| 3 " in out
+    # a failure in the pool: reported with the console tail, later jobs not started
+    shutil.rmtree(os.path.join(root, "test_new"))
+    for seed in (1, 2, 3):
+        shutil.rmtree(os.path.join(root, "train_base", "eurosat", "shots_8", "CoOp", "vit_b16_ctxv1", f"seed{seed}"))
+    pool = S.GpuPoolRunner(["0"], env={**env, "FAKE_FAIL": "train_base:1"}, poll_interval=0.02)
+    assert run_sweep(fake, extra=["--seeds", "1", "2"], runner=pool) == 1
+    err = capsys.readouterr().err
+    assert "train_base/seed1: train.py failed with exit status 3" in err and "RuntimeError: boom" in err
+    assert "Not started: test_new/seed1, train_base/seed2, test_new/seed2" in err
+
+
+def test_make_runner_and_gpus():
+    assert S.parse_gpus("0, 1,2") == ["0", "1", "2"] and S.parse_gpus("") == [] and S.parse_gpus(None) == []
+    assert isinstance(S.make_runner(["0", "1"], env={}), S.GpuPoolRunner)
+    single = S.make_runner(["3"], env={})
+    assert isinstance(single, S.SequentialRunner) and single.env["CUDA_VISIBLE_DEVICES"] == "3"
+    assert "CUDA_VISIBLE_DEVICES" not in S.make_runner([], env={}).env
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the bash wrappers
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_wrappers_run_from_anywhere(fake):
+    env = {**os.environ, "PYTHON": sys.executable, "OUTPUT": str(fake.out), "DATA": str(fake.data),
+           "FAKE_CALLS": str(fake.calls)}
+    env.pop("GPUS", None)
+    env.pop("CFG", None)
+    common = ["--repo-root", str(fake.repo)]
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "coop", "base2new.sh"), "eurosat", "4", "1 2",
+                           *common], cwd=str(fake.tmp), env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "| eurosat" in proc.stdout and "81.50 ± 0.50" in proc.stdout
+    assert os.path.isdir(os.path.join(str(fake.out), "base2new", "test_new", "eurosat", "shots_4", "CoOp",
+                                      "vit_b16_ctxv1", "seed2"))
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "zsclip", "base2new.sh"), "eurosat", *common,
+                           "--dry-run"], cwd=str(fake.tmp), env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "ZeroshotCLIP / vit_b16 on eurosat, 16 shots, seeds 1 2 3" in proc.stdout
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "coop", "base2new.sh"), "eurosat"],
+                          cwd=str(fake.tmp), env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Usage" in proc.stderr
+    for script in ("coop", "zsclip"):
+        text = open(os.path.join(REPO, "scripts", script, "base2new.sh")).read()
+        assert "set -euo pipefail" in open(os.path.join(REPO, "scripts", "common.sh")).read()
+        assert "rm -r" not in text
