@@ -58,14 +58,17 @@ class CheckpointingMixin:
         return path
 
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+        """Load every registered model from ``directory/<name>/`` (see ``resolve_checkpoint_path``)."""
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given")
             return
         for name in self.get_model_names():
             path = self.resolve_checkpoint_path(directory, name, epoch)
-            checkpoint = load_checkpoint(path)
-            val = checkpoint.get("val_result")
-            val_str = "None" if val is None else f"{val:.1f}"
-            print(f'Load {path} to {name} (epoch={checkpoint["epoch"]}, val_result={val_str})')
-            self._models[name].load_state_dict(checkpoint["state_dict"])
+            self.load_model_state(name, self._models[name], load_checkpoint(path), path)
 
+    def load_model_state(self, name: str, module, checkpoint: dict, path: str) -> None:
+        """Put one checkpoint into one registered module (strict; trainers override to rebuild class buffers)."""
+        val = checkpoint.get("val_result")
+        val_str = "None" if val is None else f"{val:.1f}"
+        print(f'Load {path} to {name} (epoch={checkpoint["epoch"]}, val_result={val_str})')
+        module.load_state_dict(checkpoint["state_dict"])

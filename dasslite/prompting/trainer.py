@@ -8,7 +8,7 @@ trainable state only. It runs on real Dassl or on the built-in engine (``dasslit
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,7 @@ from dasslite.compat import TrainerX, compute_accuracy
 from dasslite.engine.checkpointing import CheckpointingMixin
 from dasslite.engine.trainer import evaluate_split
 from dasslite.optim import build_lr_scheduler, build_optimizer
-from dasslite.utils.checkpoint import check_state_dict_compat, load_checkpoint, load_pretrained_weights
+from dasslite.utils.checkpoint import check_state_dict_compat, load_pretrained_weights
 
 from .config import PRECISIONS
 
@@ -154,18 +154,11 @@ class ClipPromptTrainer(*_BASES):
         with (cache() if cache is not None else nullcontext()):
             return evaluate_split(self, split)
 
-    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+    def load_model_state(self, name: str, module: nn.Module, checkpoint: dict, path: str) -> None:
         """Load the trainable state; class-name buffers are rebuilt from the current classes, everything else must
         match exactly (a shape mismatch is an error, never a silent partial load)."""
-        if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given")
-            return
-        for name in self.get_model_names():
-            path = self.resolve_checkpoint_path(directory, name, epoch)
-            checkpoint = load_checkpoint(path)
-            module = self._models[name]
-            ignore = tuple(getattr(module, "class_dependent_keys", ()))
-            state_dict = {k: v for k, v in checkpoint["state_dict"].items() if k not in ignore}
-            check_state_dict_compat(module, state_dict, source=path, ignore=ignore)
-            print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint["epoch"]})')
-            module.load_state_dict(state_dict, strict=False)
+        ignore = tuple(getattr(module, "class_dependent_keys", ()))
+        state_dict = {k: v for k, v in checkpoint["state_dict"].items() if k not in ignore}
+        check_state_dict_compat(module, state_dict, source=path, ignore=ignore)
+        print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint["epoch"]})')
+        module.load_state_dict(state_dict, strict=False)
