@@ -4,8 +4,6 @@
         --config-file configs/trainers/CoOp/vit_b16_ep50.yaml --output-dir output/x --seed 1 KEY VALUE ...
 """
 import argparse
-import json
-import os
 import os.path as osp
 import sys
 import time

@@ -313,7 +313,6 @@ def summarize_multi(directory: str, keyword: str = "accuracy", test_log: bool = 
     runs = [Run(path=e.directory, value=e.mean, source=e.directory) for e in experiments]
     runs += [Run(path=sub, problem="no complete runs") for sub, _ in failed]
     return experiments, Summary(directory, runs, keyword, ci95)
-    return experiments, overall
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -5,15 +5,14 @@ it sets heads = width // 64 for the text transformer (and the ViT), so those are
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 import torch.nn as nn
 
+from ..utils.io import write_atomic
 from ._import import import_clip
 
 PathLike = Union[str, Path]
@@ -68,26 +67,11 @@ def _openai_extras(model: nn.Module) -> dict:
             "vocab_size": torch.tensor(int(model.vocab_size))}
 
 
-def _atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
-    """Write through a temporary file in the same folder and rename, so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_state_dict(model: nn.Module, path: PathLike) -> Path:
     """Save ``model`` as an OpenAI-format state dict (what ``torch.load`` + ``build_model`` expect)."""
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     state.update(_openai_extras(model))
-    return _atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return Path(write_atomic(path, lambda tmp: torch.save(state, tmp)))
 
 
 class _JitExport(nn.Module):
@@ -132,4 +116,4 @@ def save_jit_archive(model: nn.Module, path: PathLike) -> Path:
         def write(tmp: str) -> None:
             torch.jit.save(traced, tmp)
 
-        return _atomic_write(path, write)
+        return Path(write_atomic(path, write))

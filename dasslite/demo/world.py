@@ -173,7 +173,6 @@ def build_world(path: PathLike, recipe: Optional[DemoRecipe] = None, log: Option
     from ..clip.tiny import save_state_dict
 
     save_state_dict(model, world.clip_checkpoint)
-    os.chmod(world.clip_checkpoint, 0o644)  # written through mkstemp (0600); a cache is readable like any download
     accuracy = zero_shot_accuracy(world)
     seconds = time.perf_counter() - start
     info = {

@@ -11,6 +11,8 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from .io import write_atomic
+
 
 def _strip_module_prefix(state_dict: Dict[str, Any]) -> "OrderedDict[str, Any]":
     return OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
@@ -24,9 +26,7 @@ def save_checkpoint(state: Dict[str, Any], save_dir: str, is_best: bool = False,
         state = dict(state, state_dict=_strip_module_prefix(state["state_dict"]))
     model_name = model_name or f"model.pth.tar-{state['epoch']}"
     fpath = osp.join(save_dir, model_name)
-    tmp = fpath + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, fpath)
+    write_atomic(fpath, lambda tmp: torch.save(state, tmp))
     print(f"Checkpoint saved to {fpath}")
     with open(osp.join(save_dir, "checkpoint"), "w") as f:
         f.write(f"{osp.basename(fpath)}\n")

@@ -1,23 +1,47 @@
-"""Atomic file writes: a crashed or failed run never leaves a half-written results file behind."""
+"""Atomic file writes: a crashed or failed run never leaves a half-written file (results, splits, checkpoints)."""
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 
-def write_json_atomic(path: str, payload: dict) -> str:
-    """Write ``payload`` as JSON to a temp file beside ``path`` and rename it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+@contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; rename it into place (mode 0644) if the block succeeds, else delete it.
+
+    The temporary name is derived from ``path`` (not random), so writers that embed their file name (``torch.save``)
+    produce the same bytes for the same content.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False)
-            f.write("\n")
+        yield tmp
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return path
+
+
+def write_atomic(path: str, write: Callable[[str], None]) -> str:
+    """Call ``write(tmp_path)`` and move the result to ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return os.fspath(path)
+
+
+def write_json_atomic(path: str, payload, **json_kwargs) -> str:
+    """Write ``payload`` as JSON (default: indent 2) atomically."""
+    json_kwargs.setdefault("indent", 2)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, **json_kwargs)
+            f.write("\n")
+
+    return write_atomic(path, write)

@@ -7,12 +7,11 @@ error that names the pickle and says to delete it.
 from __future__ import annotations
 
 import math
-import os
 import os.path as osp
 import pickle
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ...utils.io import write_atomic
 from .base_dataset import Datum as BuiltinDatum
 from .base_dataset import engine_datum_cls, sample_per_class
 
@@ -72,17 +71,12 @@ def load_datum_pickle(path: str, keys: Sequence[str], datum_cls: Optional[type] 
 
 def save_datum_pickle(path: str, payload: Dict[str, list]) -> None:
     """Pickle ``payload`` atomically (temp file + rename), creating the folder."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pkl", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    write_atomic(path, write)
 
 
 def fewshot_train_val(dataset_dir: str, train: list, val: Optional[list], num_shots: int, seed: int,

@@ -7,13 +7,12 @@ order; file listings are sorted first, so a seed gives the same split on every f
 from __future__ import annotations
 
 import json
-import os
 import os.path as osp
 import random
-import tempfile
 from collections import defaultdict
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ...utils.io import write_atomic
 from .base_dataset import engine_datum_cls
 from .layout import list_class_dirs, list_files, require_dir
 
@@ -26,17 +25,12 @@ __all__ = ["Splits", "read_split", "save_split", "write_json", "split_groups", "
 
 def write_json(obj, path: str) -> None:
     """Write JSON with the lineage's formatting (indent 4, ``": "``), atomically (temp file + rename)."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
             json.dump(obj, f, indent=4, separators=(",", ": "))
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    write_atomic(path, write)
 
 
 def _relative(impath: str, prefix: str) -> str:
