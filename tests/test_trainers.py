@@ -200,3 +200,48 @@ def test_input_size_must_match_backbone(eurosat_root, tiny_clip_checkpoint, tmp_
     with pytest.raises(ValueError, match="INPUT.SIZE"):
         make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, extra=["INPUT.SIZE", "(64, 64)"])
     close_logger()
+
+
+@pytest.mark.parametrize("prec", ["fp16", "bf16", "amp"])
+def test_every_precision_trains_a_step_on_cpu(eurosat_root, tiny_clip_checkpoint, tmp_path, prec):
+    tr = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, extra=["TRAINER.COOP.PREC", prec,
+                                                                          "TRAINER.COOP.N_CTX", "2"])
+    expected_dtype = torch.float16 if prec == "fp16" else torch.float32  # fp16 = CLIP's released weights
+    assert tr.model.prompt_learner.ctx.dtype == expected_dtype and tr.model.dtype == expected_dtype
+    assert tr.scaler is None  # no GradScaler without CUDA
+    before = tr.model.prompt_learner.ctx.detach().clone()
+    tr.set_model_mode("train")
+    tr.batch_idx, tr.num_batches = 0, 5
+    summary = tr.forward_backward(next(iter(tr.train_loader_x)))
+    assert torch.isfinite(torch.tensor(summary["loss"]))
+    assert not torch.equal(tr.model.prompt_learner.ctx.detach(), before)
+
+
+def test_grad_clip_bounds_the_update(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    extra = ["TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.N_CTX", "2", "OPTIM.NAME", "sgd", "OPTIM.MOMENTUM", "0.0",
+             "OPTIM.WEIGHT_DECAY", "0.0", "OPTIM.WARMUP_EPOCH", "-1", "OPTIM.LR", "1.0"]
+    batch = None
+    steps = {}
+    for clip in ("0.0", "1e-3"):
+        tr = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path / clip, extra=extra + ["TRAINER.COOP.GRAD_CLIP_NORM", clip])
+        batch = batch or next(iter(tr.train_loader_x))
+        before = tr.model.prompt_learner.ctx.detach().clone()
+        tr.set_model_mode("train")
+        tr.batch_idx, tr.num_batches = 0, 5
+        tr.forward_backward(batch)
+        steps[clip] = (tr.model.prompt_learner.ctx.detach() - before).norm().item()
+    assert steps["0.0"] > 1e-3 * 1.5
+    assert steps["1e-3"] == pytest.approx(1e-3, rel=1e-3)  # lr 1 * clipped grad norm
+
+
+def test_update_lr_runs_at_the_last_batch_only(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    tr = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, extra=["TRAINER.COOP.PREC", "fp32",
+                                                                          "TRAINER.COOP.N_CTX", "2"])
+    batch = next(iter(tr.train_loader_x))
+    tr.set_model_mode("train")
+    tr.num_batches = 3
+    lrs = []
+    for tr.batch_idx in range(3):
+        tr.forward_backward(batch)
+        lrs.append(tr.get_current_lr())
+    assert lrs == pytest.approx([1e-5, 1e-5, 0.002])  # warm-up epoch, then the scheduler steps once
