@@ -9,7 +9,8 @@ VENV=${VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-"$VENV/bin/python" -m pip install -q -r requirements-lock.txt
-"$VENV/bin/python" -m pip install -q --no-deps -e .
+# (pip -q still prints one warning per missing local index folder on some machines: filter just those)
+pip_install() { "$VENV/bin/python" -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location '" || true; }; }
+pip_install -r requirements-lock.txt
+pip_install --no-deps -e .
 "$VENV/bin/python" -c "from dasslite.clip._import import import_clip; import_clip(); print('install ok: dasslite + CLIP import')"

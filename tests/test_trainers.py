@@ -245,3 +245,15 @@ def test_update_lr_runs_at_the_last_batch_only(eurosat_root, tiny_clip_checkpoin
         tr.forward_backward(batch)
         lrs.append(tr.get_current_lr())
     assert lrs == pytest.approx([1e-5, 1e-5, 0.002])  # warm-up epoch, then the scheduler steps once
+
+
+def test_best_val_checkpoint_is_saved_and_deployed(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    out = str(tmp_path / "bestval")
+    res = run_train(eurosat_root, tiny_clip_checkpoint, out,
+                    extra=["TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.N_CTX", "2", "OPTIM.MAX_EPOCH", "2",
+                           "DATASET.NUM_SHOTS", "2", "TEST.FINAL_MODEL", "best_val"])
+    assert os.path.isfile(os.path.join(out, "prompt_learner", "model-best.pth.tar"))
+    log = open(os.path.join(out, "log.txt")).read()
+    assert "Evaluate on the *val* set" in log and "Deploy the model with the best val performance" in log
+    best = torch.load(os.path.join(out, "prompt_learner", "model-best.pth.tar"), weights_only=True)
+    assert best["val_result"] is not None and res["split"] == "test"
