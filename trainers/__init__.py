@@ -6,6 +6,7 @@ trainer imports with ``import trainers`` and call ``trainers.extend_cfg(cfg)`` i
 from dasslite.prompting.config import extend_cfg
 
 from . import coop  # noqa: F401
+from . import lasp  # noqa: F401
 from . import zsclip  # noqa: F401
 
 __all__ = ["extend_cfg"]

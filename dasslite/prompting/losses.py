@@ -1,0 +1,45 @@
+"""Text-to-text losses between learned class features and hard-template class features (LASP, MoCoOp).
+
+Both methods score a set of "query" text features against a set of "key" text features of the same classes and
+ask each query to pick the key of its own class: a cross-entropy over classes with the diagonal as target. They
+differ only in which side is the query, the scale and the noise, so the two are one function plus a wrapper.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def text_to_text_loss(queries: torch.Tensor, keys: torch.Tensor, scale=1.0) -> torch.Tensor:
+    """Mean over all queries of ``-log softmax_i(scale * <q_j, k_i>)[j]``: query j must pick key j of its class.
+
+    ``queries`` [..., C, E] and ``keys`` [..., C, E] (leading dims broadcast, e.g. [T, C, E] against [C, E]) hold
+    the same C classes in the same order. Features are used as given (normalise them first). Computed in fp32.
+    - LASP: queries = hard-template features H [T, C, E], keys = learned features W [C, E], scale = CLIP's logit
+      scale (each hand-crafted prompt is a sample classified by the learned-prompt classifier);
+    - MoCoOp's grouped loss: queries = expert features [G, C, E], keys = group prototypes [G, C, E], scale 1.
+    """
+    if queries.shape[-2:] != keys.shape[-2:]:
+        raise ValueError(f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must agree in the last two "
+                         "dims [C, E]")
+    logits = torch.as_tensor(scale, dtype=torch.float32, device=queries.device) * (
+        queries.float() @ keys.float().transpose(-1, -2))  # [..., C_query, C_key]
+    n_cls = logits.shape[-1]
+    target = torch.arange(n_cls, device=logits.device).expand(logits.shape[:-1])
+    return F.cross_entropy(logits.reshape(-1, n_cls), target.reshape(-1))
+
+
+def lasp_text_loss(learned: torch.Tensor, hard: torch.Tensor, scale, noise_prob: float = 0.5,
+                   noise_std: float = 0.05) -> torch.Tensor:
+    """LASP's text-to-text loss: every hard-template class feature ``hard`` [T, C, E] is classified by the learned
+    class features ``learned`` [C, E] (normalised, after the correction vector), averaged over T x C.
+
+    With probability ``noise_prob`` the hard features get N(0, noise_std^2) noise for this step (not re-normalised,
+    as in the authors' code). The coin and the noise come from torch's global generators (seeded runs repeat).
+    """
+    if hard.dim() != 3 or learned.dim() != 2 or hard.shape[1:] != learned.shape:
+        raise ValueError(f"hard features {tuple(hard.shape)} must be [T, C, E] for learned features "
+                         f"{tuple(learned.shape)} [C, E]")
+    if noise_prob > 0 and noise_std > 0 and torch.rand(()).item() < noise_prob:
+        hard = hard + noise_std * torch.randn_like(hard)
+    return text_to_text_loss(hard, learned, scale)
