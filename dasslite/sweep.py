@@ -52,7 +52,8 @@ from dasslite import results as results_mod
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ZERO_SHOT_TRAINERS = ("ZeroshotCLIP", "ZeroshotCLIP2")
 DEFAULT_CFGS = {"CoOp": "vit_b16_ctxv1", "LASP": "vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32",
-                "ZeroshotCLIP": "vit_b16", "ZeroshotCLIP2": "vit_b16"}
+                "ZeroshotCLIP": "vit_b16", "ZeroshotCLIP2": "vit_b16",
+                "CoCoOp": "vit_b16_c4_ep10_batch1_ctxv1", "KgCoOp": "vit_b16_ep100_ctxv1"}
 # trainers without their own configs/trainers/<T>/ folder borrow another's recipes
 CONFIG_FOLDER_FALLBACK = {"ZeroshotCLIP2": "ZeroshotCLIP"}
 DEMO_DATASET = "demo"

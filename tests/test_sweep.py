@@ -163,7 +163,7 @@ def test_resolve_errors(fake):
     with pytest.raises(S.SweepUsageError, match="Did you mean: vit_b16_ctxv1"):
         spec_for(fake, ["--dataset", "eurosat", "--cfg", "vit_b16_ctxv2", "--data", str(fake.data)])
     with pytest.raises(S.SweepUsageError, match="--cfg is required"):
-        spec_for(fake, ["--trainer", "KgCoOp", "--dataset", "eurosat", "--data", str(fake.data)])
+        spec_for(fake, ["--trainer", "MyMethod", "--dataset", "eurosat", "--data", str(fake.data)])
     with pytest.raises(S.SweepUsageError, match="KEY VALUE pairs"):
         spec_for(fake, ["--dataset", "eurosat", "--data", str(fake.data), "--", "OPTIM.MAX_EPOCH"])
     with pytest.raises(S.SweepUsageError, match="not a seed"):

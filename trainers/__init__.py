@@ -5,7 +5,9 @@ trainer imports with ``import trainers`` and call ``trainers.extend_cfg(cfg)`` i
 """
 from dasslite.prompting.config import extend_cfg
 
+from . import cocoop  # noqa: F401
 from . import coop  # noqa: F401
+from . import kgcoop  # noqa: F401
 from . import lasp  # noqa: F401
 from . import zsclip  # noqa: F401
 

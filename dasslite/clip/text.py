@@ -6,7 +6,9 @@ token is read. Ours computes the same function with less work:
 - attention is ``scaled_dot_product_attention(is_causal=True)`` on q/k/v from each block's own weights;
 - in the last block only the EOT tokens are needed, so only their query, attention output and MLP are computed;
 - ``chunk_size`` bounds memory when thousands of prompts are encoded (CoCoOp's per-image prompts, ensembles).
-``reference=True`` runs CoOp's straightforward path through the CLIP modules, for equality tests and benchmarks.
+``reference=True`` runs CoOp's straightforward path through the CLIP modules, for equality tests and benchmarks;
+setting ``text_encoder.reference_path = True`` makes every call take it (switches a whole built model, e.g. for
+``benchmarks/bench_trainers.py``).
 """
 from __future__ import annotations
 
@@ -95,6 +97,7 @@ class TextEncoder(nn.Module):
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         self.chunk_size = chunk_size
         self.truncate = truncate
+        self.reference_path = False  # True: every forward takes the reference path (benchmarks, equality checks)
         for i, block in enumerate(self.transformer.resblocks):
             attn = getattr(block, "attn", None)
             if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
@@ -114,7 +117,7 @@ class TextEncoder(nn.Module):
             raise ValueError(f"prompts {tuple(prompts.shape)} and tokenized_prompts {tuple(tokenized_prompts.shape)} "
                              "must be [N, L, D] and [N, L]")
         eot = eot_positions(tokenized_prompts).to(prompts.device)
-        if reference:
+        if reference or self.reference_path:
             return self._encode_reference(prompts, eot)
         size = self.chunk_size
         if size is not None and prompts.shape[0] > size:

@@ -92,8 +92,16 @@ class ContextPromptLearner(nn.Module):
         ctx = self.ctx
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
-        prompts = torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
+        return self.assemble(ctx)
+
+    def assemble(self, ctx: torch.Tensor) -> torch.Tensor:
+        """Prompt embeddings [..., C, L, D] of a per-class context [..., C, M, D] placed between SOS and the class
+        tokens as ``class_token_position`` says; leading dims (e.g. one context per image, CoCoOp) broadcast."""
+        lead = ctx.shape[:-3]
+        prefix = self.token_prefix.expand(*lead, -1, -1, -1)
+        suffix = self.token_suffix.expand(*lead, -1, -1, -1)
+        prompts = torch.cat([prefix, ctx, suffix], dim=-2)
         if self.class_token_position == "end":
             return prompts
-        index = self.position_index.unsqueeze(-1).expand(-1, -1, prompts.shape[-1])
-        return prompts.gather(1, index)
+        index = self.position_index.unsqueeze(-1).expand(*lead, -1, -1, prompts.shape[-1])
+        return prompts.gather(-2, index)

@@ -14,29 +14,4 @@
 #   LOADEP   checkpoint epoch for the new-class evaluation (default: the latest)
 #   GPUS     e.g. 0,1,2,3: one run per GPU                  PYTHON  interpreter
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/common.sh"
-
-if [ $# -lt 2 ]; then
-  sed -n '5,9p' "$REPO_ROOT/scripts/coop/base2new.sh" | sed 's/^# \{0,1\}//' >&2
-  exit 2
-fi
-DATASET=$1
-SHOTS=$2
-shift 2
-SEEDS="1 2 3"
-if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
-  SEEDS=$1
-  shift
-fi
-split_seeds "$SEEDS"
-
-if [ "$DATASET" = demo ]; then
-  CFG=${CFG:-demo}
-else
-  CFG=${CFG:-vit_b16_ctxv1}
-fi
-ARGS=(--trainer CoOp --dataset "$DATASET" --cfg "$CFG" --shots "$SHOTS" --seeds "${SEED_ARR[@]}"
-      --output "${OUTPUT:-output}")
-if [ -n "${LOADEP:-}" ]; then
-  ARGS+=(--load-epoch "$LOADEP")
-fi
-exec "$PYTHON" -m dasslite.sweep base2new "${ARGS[@]}" "$@"
+base2new_sweep "$REPO_ROOT/scripts/coop/base2new.sh" CoOp "$@"

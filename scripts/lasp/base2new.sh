@@ -17,31 +17,15 @@
 #   GPUS     e.g. 0,1,2,3: one run per GPU                  PYTHON  interpreter
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/common.sh"
 
-if [ $# -lt 2 ]; then
-  sed -n '6,10p' "$REPO_ROOT/scripts/lasp/base2new.sh" | sed 's/^# \{0,1\}//' >&2
-  exit 2
-fi
-DATASET=$1
-SHOTS=$2
-shift 2
-SEEDS="1 2 3"
-if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
-  SEEDS=$1
-  shift
-fi
-split_seeds "$SEEDS"
-
-case "$DATASET" in
+# LASP's authors train each dataset with its own recipe (their logs); CFG overrides.
+case "${1:-}" in
   demo) DEFAULT_CFG=demo ;;
   caltech101|dtd|ucf101) DEFAULT_CFG=vit_b16_c4_ep50_batch32_cls_t2t_10_wcl_25_g1_b_lr32 ;;
   eurosat) DEFAULT_CFG=vit_b16_c4_ep300_batch32_cls_t2t_5_wcl_25_g1_b_lr32 ;;
   food101|imagenet) DEFAULT_CFG=vit_b16_c4_ep10_batch1_cls_t2t_5_wcl_25_g1_b ;;
   *) DEFAULT_CFG=vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32 ;;
 esac
-CFG=${CFG:-$DEFAULT_CFG}
-ARGS=(--trainer LASP --dataset "$DATASET" --cfg "$CFG" --shots "$SHOTS" --seeds "${SEED_ARR[@]}"
-      --output "${OUTPUT:-output}")
-if [ -n "${LOADEP:-}" ]; then
-  ARGS+=(--load-epoch "$LOADEP")
+if [ -n "${DEFAULT_CFG:-}" ]; then
+  export CFG=${CFG:-$DEFAULT_CFG}
 fi
-exec "$PYTHON" -m dasslite.sweep base2new "${ARGS[@]}" "$@"
+base2new_sweep "$REPO_ROOT/scripts/lasp/base2new.sh" LASP "$@"

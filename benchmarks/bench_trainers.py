@@ -1,0 +1,328 @@
+"""Train/eval speed and memory of every prompt-learning trainer, next to a straightforward reference path.
+
+For each trainer, backbone and class count: a random-weight CLIP at the real size (random weights have the real
+speed), synthetic images, labels and class names, and the trainer built and run by its own code (see
+``benchmarks/harness.py``). The same case then runs on the reference path (77-token text encoding through CLIP's
+own blocks, no class-feature cache, a per-image loop for instance-conditioned trainers, fp16 weights), in the same
+process, so every speed-up is a ratio measured on one machine; the two paths' logits are compared.
+
+    python benchmarks/bench_trainers.py --arch ViT-B/16 --out benchmarks/results_vit_b16.json --markdown
+    python benchmarks/bench_trainers.py --smoke            # CPU, tiny CLIP: runs every registered trainer, checks
+                                                           # that fast and reference outputs agree (not speed)
+    python benchmarks/bench_trainers.py --report a.json b.json [--update-readme benchmarks/README.md]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable (trainers/, benchmarks/)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from benchmarks import harness as H  # noqa: E402
+from benchmarks import report  # noqa: E402
+
+DEFAULT_TRAINERS = ["ZeroshotCLIP", "CoOp", "CoCoOp", "KgCoOp", "LASP", "MoCoOp"]
+ZEROSHOT = "ZeroshotCLIP"
+SMOKE = dict(arch=["tiny"], classes=[6], batch=4, steps=1, warmup=1, eval_batch=8, eval_batches=2, device="cpu",
+             prec="fp32", ref_prec="fp32", trainers=["all"], max_case_s=10.0)
+FULL = dict(arch=["ViT-B/16", "ViT-L/14"], classes=[100, 1000], batch=32, steps=10, warmup=3, eval_batch=100,
+            eval_batches=10, device=None, prec=None, ref_prec=None, trainers=DEFAULT_TRAINERS, max_case_s=30.0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", nargs="+", choices=list(H.ARCHS), help="backbones (default: ViT-B/16 ViT-L/14)")
+    p.add_argument("--classes", nargs="+", type=int, help="class counts C (default: 100 1000)")
+    p.add_argument("--trainers", nargs="+", help=f"trainer names, or 'all' registered prompt trainers (default: "
+                                                 f"{' '.join(DEFAULT_TRAINERS)}; unregistered ones are skipped)")
+    p.add_argument("--batch", type=int, help="training batch size (default: 32)")
+    p.add_argument("--steps", type=int, help="timed training steps per case (default: 10)")
+    p.add_argument("--warmup", type=int, help="untimed training steps first (default: 3)")
+    p.add_argument("--eval-batch", type=int, help="test batch size (default: 100, the recipes' TEST.BATCH_SIZE)")
+    p.add_argument("--eval-batches", type=int, help="timed test batches per case (default: 10)")
+    p.add_argument("--max-case-s", type=float, help="stop timing a phase after this many seconds, keeping the steps "
+                                                    "done (default: 30)")
+    p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
+    p.add_argument("--prec", choices=["fp16", "fp32", "amp", "bf16"],
+                   help="fast path precision (default: each trainer's recipe on CUDA, fp32 on CPU)")
+    p.add_argument("--ref-prec", choices=["fp16", "fp32", "amp", "bf16"],
+                   help="reference path precision (default: fp16 on CUDA, fp32 on CPU)")
+    p.add_argument("--config", action="append", default=[], metavar="TRAINER=YAML",
+                   help="recipe for a trainer (default: its configs/trainers/<T>/vit_b16*ctxv1.yaml or shortest)")
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides for every trainer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="CPU, tiny CLIP, few classes, 1 step: does it run, do the "
+                                                        "paths agree (CI)")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--markdown", action="store_true", help="print the markdown table at the end")
+    p.add_argument("--report", nargs="+", metavar="JSON", help="only render result files (no run)")
+    p.add_argument("--update-readme", metavar="README", help="with --report (or a run): put the markdown between the "
+                                                              "results markers of this file")
+    p.add_argument("--verbose", action="store_true", help="show the trainers' own build/test output")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill unset options from the smoke or full defaults."""
+    defaults = SMOKE if args.smoke else FULL
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    if args.prec is None and args.device == "cpu":
+        args.prec = "fp32"
+    if args.ref_prec is None:
+        args.ref_prec = "fp16" if args.device == "cuda" else "fp32"
+    return args
+
+
+def select_trainers(wanted: Sequence[str]):
+    """(name, class) of each wanted trainer that is registered, and the skipped names with the reason."""
+    import trainers  # noqa: F401  (registers every trainer module present)
+    from dasslite.compat import TRAINER_REGISTRY
+
+    registered = H.prompt_trainer_names(TRAINER_REGISTRY)
+    names = registered if list(wanted) == ["all"] else list(dict.fromkeys(wanted))
+    chosen, skipped = [], []
+    for name in names:
+        if name in registered:
+            chosen.append((name, TRAINER_REGISTRY.get(name)))
+        else:
+            skipped.append({"trainer": name, "reason": "not registered (yet)"})
+            print(f"Note: trainer {name} is not registered (yet): skipped")
+    return chosen, skipped
+
+
+def config_files(pairs: Sequence[str]) -> Dict[str, str]:
+    files = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not path:
+            raise SystemExit(f"--config {pair!r}: expected TRAINER=path/to/recipe.yaml")
+        if not os.path.isfile(path):
+            raise SystemExit(f"--config {pair!r}: no file {path}")
+        files[name] = path
+    return files
+
+
+def synthetic_batch(n: int, n_cls: int, resolution: int, device: torch.device, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, resolution, resolution, generator=generator)
+    labels = torch.randint(0, n_cls, (n,), generator=generator)
+    return images.to(device), labels.to(device)
+
+
+def run_path(path: str, cls, arch: str, n_cls: int, args, config_file: Optional[str],
+             master: torch.nn.Module, device: torch.device, data) -> Dict[str, Any]:
+    """One trainer on one path (fast or reference): build, agreement probe, training, evaluation."""
+    (train_x, train_y), (eval_x, eval_y), (probe_x, probe_y) = data
+    prec = args.prec if path == "fast" else args.ref_prec
+    out: Dict[str, Any] = {"errors": {}, "notes": []}
+    cfg, error = H.guarded(H.build_cfg, cls, arch, config_file, prec, args.batch, args.eval_batch, args.opts)
+    if error:
+        out["errors"]["build"] = error
+        return out
+    node = getattr(cls, "CFG_NODE", "")
+    out["prec"] = cfg.TRAINER[node].PREC if node else prec
+    torch.manual_seed(args.seed)
+    trainer, error = H.guarded(H.build_trainer, cls, cfg, master, H.class_names(n_cls), device, args.verbose)
+    if error:
+        out["errors"]["build"] = error
+        return out
+    out["instance_conditioned"] = H.is_instance_conditioned(trainer.model)
+    out["trainable_params"] = H.trainable_parameters(trainer)
+    out["logit_scale"] = H.logit_scale_of(trainer.model)
+    state = None
+    if path == "reference":
+        switched, error = H.guarded(H.use_reference_path, trainer, out["instance_conditioned"])
+        if error:
+            out["errors"]["build"] = error
+            return out
+        state = switched.pop("_state")
+        out["switched"] = switched
+        if not switched["text_encoders_switched"]:
+            out["notes"].append("no TextEncoder in the model: text encoding not switched to the reference path")
+    probe, error = H.guarded(H.probe_logits, trainer, probe_x, probe_y, args.verbose)
+    out["probe"] = probe
+    if error:
+        out["errors"]["probe"] = error
+    if out["trainable_params"]:
+        out["train"], error = H.guarded(H.measure_train, trainer, train_x, train_y, args.warmup, args.steps,
+                                        args.max_case_s, args.seed)
+        if error:
+            out["errors"]["train"] = error
+            trainer.model.zero_grad(set_to_none=True)
+            H.free_memory(device)
+    else:
+        out["notes"].append("no trainable parameters: evaluation only")
+    out["eval"], error = H.guarded(H.measure_eval, trainer, eval_x, eval_y, args.eval_batches, args.max_case_s,
+                                   args.verbose)
+    if error:
+        out["errors"]["eval"] = error
+    if state is not None and out["instance_conditioned"]:
+        out["notes"] += state.notes
+        if out.get("train") and not state.train_loops:
+            out["notes"].append("per-image loop not applied in training (the trainer does not call "
+                                "model.forward_train)")
+        if out.get("eval") and not state.eval_loops:
+            out["notes"].append("per-image loop not applied in evaluation (the trainer does not call "
+                                "model_inference)")
+    del trainer
+    H.free_memory(device)
+    return out
+
+
+def run_case(name: str, cls, arch: str, n_cls: int, args, config_file: Optional[str], master: torch.nn.Module,
+             device: torch.device) -> Dict[str, Any]:
+    resolution = H.ARCHS[arch]["image_resolution"]
+    train = synthetic_batch(args.batch, n_cls, resolution, device, args.seed + 1)
+    evaluation = synthetic_batch(args.eval_batch, n_cls, resolution, device, args.seed + 2)
+    n_probe = min(8, args.eval_batch)
+    probe = (evaluation[0][:n_probe], evaluation[1][:n_probe])
+    entry: Dict[str, Any] = {"trainer": name, "arch": arch, "classes": n_cls, "batch": args.batch,
+                             "config": os.path.relpath(config_file, H.REPO_ROOT) if config_file else None}
+    for path in ("fast", "reference"):
+        entry[path] = run_path(path, cls, arch, n_cls, args, config_file, master, device,
+                               (train, evaluation, probe))
+    fast, ref = entry["fast"], entry["reference"]
+    entry["instance_conditioned"] = fast.get("instance_conditioned")
+    entry["speedup"] = {phase: _ratio(fast, ref, phase) for phase in ("train", "eval")}
+    fast_probe, ref_probe = fast.pop("probe", None), ref.pop("probe", None)
+    ref.pop("logit_scale", None)
+    if fast_probe is not None and ref_probe is not None:
+        tolerance = max(H.TOLERANCE.get(fast.get("prec"), 1e-2), H.TOLERANCE.get(ref.get("prec"), 1e-2))
+        entry["agreement"] = H.compare_logits(fast_probe, ref_probe, fast.get("logit_scale", 1.0), tolerance)
+        if fast.get("train") and ref.get("train"):
+            entry["agreement"]["first_loss_diff"] = abs(fast["train"]["first_loss"] - ref["train"]["first_loss"])
+        entry["outputs_agree"] = entry["agreement"]["agree"]
+    else:
+        entry["agreement"], entry["outputs_agree"] = None, None
+    entry["error"] = "; ".join(f"{path} {phase}: {msg}" for path in ("fast", "reference")
+                               for phase, msg in entry[path]["errors"].items()) or None
+    return entry
+
+
+def _ratio(fast: Dict[str, Any], ref: Dict[str, Any], phase: str) -> Optional[float]:
+    a, b = (fast.get(phase) or {}).get("images_per_s"), (ref.get(phase) or {}).get("images_per_s")
+    return a / b if a and b else None
+
+
+def add_zeroshot_ratios(entries: List[Dict[str, Any]]) -> None:
+    """``eval_vs_zeroshot``: a trainer's fast eval images/s over zero-shot CLIP's, same backbone and C."""
+    zeroshot = {(e["arch"], e["classes"]): (e["fast"].get("eval") or {}).get("images_per_s")
+                for e in entries if e["trainer"] == ZEROSHOT}
+    for e in entries:
+        ours, base = (e["fast"].get("eval") or {}).get("images_per_s"), zeroshot.get((e["arch"], e["classes"]))
+        e["eval_vs_zeroshot"] = ours / base if ours and base else None
+
+
+def summary_line(e: Dict[str, Any]) -> str:
+    def num(path: str, phase: str, key: str, fmt: str) -> str:
+        return report._cell(e, path, phase, key, fmt)
+
+    agree = e.get("agreement") or {}
+    return (f"[{e['trainer']} {e['arch']} C={e['classes']}] train img/s {num('fast', 'train', 'images_per_s', '.1f')}"
+            f" vs ref {num('reference', 'train', 'images_per_s', '.1f')}, eval img/s "
+            f"{num('fast', 'eval', 'images_per_s', '.1f')} vs ref {num('reference', 'eval', 'images_per_s', '.1f')}, "
+            f"peak GiB {num('fast', 'train', 'peak_mem_gib', '.2f')} vs {num('reference', 'train', 'peak_mem_gib', '.2f')}"
+            f", agree {agree.get('agree')} (max dcos {agree.get('max_cos_diff', float('nan')):.1e})"
+            + (f"  ERROR {e['error']}" if e.get("error") else ""))
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    started = time.time()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as train.py
+    chosen, skipped = select_trainers(args.trainers)
+    files = config_files(args.config)
+    entries: List[Dict[str, Any]] = []
+    for arch in args.arch:
+        t0 = time.perf_counter()
+        master = H.random_clip(arch, device, seed=args.seed)
+        print(f"Random-weight CLIP {arch}: built in {time.perf_counter() - t0:.1f} s")
+        for name, cls in chosen:
+            config_file = files.get(name) or H.default_config_file(name)
+            for n_cls in args.classes:
+                entry = run_case(name, cls, arch, n_cls, args, config_file, master, device)
+                entries.append(entry)
+                print(summary_line(entry), flush=True)
+        del master
+        H.free_memory(device)
+    add_zeroshot_ratios(entries)
+    return {"meta": {"command": "python benchmarks/bench_trainers.py " + " ".join(map(shlex.quote, sys.argv[1:])),
+                     "smoke": bool(args.smoke), "environment": H.environment(device),
+                     "args": {k: v for k, v in vars(args).items() if k not in ("report",)},
+                     "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "elapsed_s": time.time() - started},
+            "results": entries, "skipped": skipped, "targets": report.check_targets(entries)}
+
+
+def failures(result: Dict[str, Any], strict: bool) -> List[str]:
+    """Cases that went wrong: disagreeing outputs, and errors (in ``strict`` mode also out-of-memory ones)."""
+    bad = []
+    for e in result["results"]:
+        where = f"{e['trainer']} {e['arch']} C={e['classes']}"
+        if e.get("outputs_agree") is False:
+            bad.append(f"{where}: fast and reference logits disagree ({e['agreement']})")
+        if e.get("error") and (strict or "out of memory" not in e["error"]):
+            bad.append(f"{where}: {e['error']}")
+        if strict and e.get("outputs_agree") is None:
+            bad.append(f"{where}: agreement not checked")
+    return bad
+
+
+def _write_json(path: str, data: Dict[str, Any]) -> None:
+    from dasslite.utils.io import write_json_atomic
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_json_atomic(path, data)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.report:
+        runs = []
+        for path in args.report:
+            with open(path) as f:
+                runs.append(json.load(f))
+        markdown = report.render(runs)
+        print(markdown)
+        if args.update_readme:
+            update_readme(args.update_readme, markdown)
+        return 0
+    result = run(resolve(args))
+    if args.out:
+        _write_json(args.out, result)
+        print(f"Results written to {args.out}")
+    markdown = report.render([result])
+    if args.markdown:
+        print(markdown)
+    if args.update_readme:
+        update_readme(args.update_readme, markdown)
+    bad = failures(result, strict=args.smoke)
+    for line in bad:
+        print(f"FAILED {line}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def update_readme(path: str, markdown: str) -> None:
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(report.replace_results_section(text, markdown))
+    print(f"Results section of {path} updated")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Results of ``bench_trainers.py`` as markdown: one table per backbone, then the issue's targets, checked."""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterable, List, Optional
+
+# The issue's targets (H100 or similar, ViT-B/16).
+EVAL_VS_ZEROSHOT = ("CoOp", "KgCoOp", "LASP")  # eval images/s >= 0.9x zero-shot CLIP's
+EVAL_VS_ZEROSHOT_MIN = 0.9
+TEXT_BOUND_TRAINING = {"CoOp": (1000,), "CoCoOp": None, "MoCoOp": None}  # None: every C measured
+TRAIN_SPEEDUP_MIN = 3.0
+COCOOP_MEMORY = {"trainer": "CoCoOp", "batch": 32, "classes": 100, "max_gib": 24.0}
+TARGET_ARCH = "ViT-B/16"
+
+RESULTS_START = "<!-- results:start -->"
+RESULTS_END = "<!-- results:end -->"
+
+
+def _phase(entry: Dict[str, Any], path: str, phase: str) -> Optional[Dict[str, Any]]:
+    return ((entry.get(path) or {}).get(phase)) or None
+
+
+def _value(entry: Dict[str, Any], path: str, phase: str, key: str) -> Optional[float]:
+    data = _phase(entry, path, phase)
+    return None if data is None else data.get(key)
+
+
+def _number(value: float, fmt: str) -> str:
+    """``fmt``, or three significant digits for small speeds/times (a slow reference must not read 0.0)."""
+    if fmt == "auto":
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 1 else f"{value:.3g}"
+    return format(value, fmt)
+
+
+def _cell(entry: Dict[str, Any], path: str, phase: str, key: str, fmt: str) -> str:
+    """A number, or why there is none (OOM, error, not run)."""
+    value = _value(entry, path, phase, key)
+    if value is not None:
+        return _number(value, fmt)
+    error = ((entry.get(path) or {}).get("errors") or {}).get(phase)
+    if error:
+        return "OOM" if error.startswith("out of memory") else "error"
+    return "–"
+
+
+def _pair(entry: Dict[str, Any], phase: str, key: str, fmt: str) -> str:
+    return f"{_cell(entry, 'fast', phase, key, fmt)} / {_cell(entry, 'reference', phase, key, fmt)}"
+
+
+def _ratio(value: Optional[float]) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.2f}×"
+
+
+def _agree(entry: Dict[str, Any]) -> str:
+    agreement = entry.get("agreement")
+    if not agreement:
+        return "–"
+    mark = "yes" if agreement.get("agree") else "**NO**"
+    return f"{mark} ({agreement['max_cos_diff']:.1e})"
+
+
+def results_table(entries: List[Dict[str, Any]]) -> List[str]:
+    lines = ["| trainer | C | prec fast / ref | train step ms fast / ref | train img/s fast / ref | train × "
+             "| train peak GiB fast / ref | eval img/s fast / ref | eval × | eval ÷ ZS | logits agree (max Δcos) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for e in entries:
+        prec = f"{(e.get('fast') or {}).get('prec', '–')} / {(e.get('reference') or {}).get('prec', '–')}"
+        lines.append(" | ".join([
+            f"| {e['trainer']}", str(e["classes"]), prec,
+            _pair(e, "train", "step_ms", "auto"), _pair(e, "train", "images_per_s", "auto"),
+            _ratio((e.get("speedup") or {}).get("train")),
+            _pair(e, "train", "peak_mem_gib", ".2f"), _pair(e, "eval", "images_per_s", "auto"),
+            _ratio((e.get("speedup") or {}).get("eval")), _ratio(e.get("eval_vs_zeroshot")), _agree(e)]) + " |")
+    return lines
+
+
+def check_targets(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Each of the issue's targets that the results can speak to: the measured value and whether it is met
+    (``met`` None: not decidable, e.g. the reference ran out of memory)."""
+    rows: List[Dict[str, Any]] = []
+    for e in entries:
+        where = f"{e['trainer']} {e['arch']} C={e['classes']} batch {e['batch']}"
+        if e["trainer"] in EVAL_VS_ZEROSHOT and e.get("eval_vs_zeroshot") is not None:
+            value = e["eval_vs_zeroshot"]
+            rows.append({"target": f"eval images/s >= {EVAL_VS_ZEROSHOT_MIN}x zero-shot CLIP", "case": where,
+                         "arch": e["arch"], "value": f"{value:.2f}x", "met": value >= EVAL_VS_ZEROSHOT_MIN})
+        classes = TEXT_BOUND_TRAINING.get(e["trainer"], ())
+        if classes is None or e["classes"] in (classes or ()):
+            speedup = (e.get("speedup") or {}).get("train")
+            ref_error = ((e.get("reference") or {}).get("errors") or {}).get("train") or ""
+            fast_ok = _value(e, "fast", "train", "images_per_s") is not None
+            if speedup is not None:
+                row = {"value": f"{speedup:.2f}x", "met": speedup >= TRAIN_SPEEDUP_MIN}
+            elif fast_ok and ref_error.startswith("out of memory"):
+                row = {"value": "reference out of memory", "met": None}
+            else:
+                row = {"value": "not measured", "met": None}
+            rows.append({"target": f"training images/s >= {TRAIN_SPEEDUP_MIN:g}x the reference path", "case": where,
+                         "arch": e["arch"], **row})
+        if (e["trainer"] == COCOOP_MEMORY["trainer"] and e["batch"] == COCOOP_MEMORY["batch"]
+                and e["classes"] == COCOOP_MEMORY["classes"]):
+            peak = _value(e, "fast", "train", "peak_mem_gib")
+            ref_peak = _value(e, "reference", "train", "peak_mem_gib")
+            ref_text = f"{ref_peak:.1f} GiB" if ref_peak is not None else _cell(e, "reference", "train",
+                                                                                 "peak_mem_gib", ".1f")
+            rows.append({"target": f"training peak memory <= {COCOOP_MEMORY['max_gib']:g} GiB", "case": where,
+                         "arch": e["arch"],
+                         "value": ("not measured" if peak is None else f"{peak:.1f} GiB") + f" (reference {ref_text})",
+                         "met": None if peak is None else peak <= COCOOP_MEMORY["max_gib"]})
+    return rows
+
+
+def render(runs: List[Dict[str, Any]]) -> str:
+    """Markdown for one or more result files (e.g. one per backbone) of the same machine."""
+    lines: List[str] = []
+    for run in runs:
+        meta = run["meta"]
+        env = meta["environment"]
+        device = env.get("gpu") or f"CPU ({env.get('cpu_count')} cores)"
+        lines += [f"Measured {meta['finished_at']} on **{device}**, torch {env['torch']} (CUDA {env['cuda']}), "
+                  f"cuDNN {env['cudnn']}, Python {env['python']}{' (smoke mode: timings mean nothing)' if meta['smoke'] else ''}.",
+                  f"Command: `{meta['command']}`", ""]
+        for arch in dict.fromkeys(e["arch"] for e in run["results"]):
+            entries = [e for e in run["results"] if e["arch"] == arch]
+            batch = entries[0]["batch"]
+            eval_batch = (_phase(entries[0], "fast", "eval") or {}).get("batch", "–")
+            lines += [f"### {arch}: train batch {batch}, eval batch {eval_batch}", ""] + results_table(entries) + [""]
+        for skipped in run.get("skipped", []):
+            lines.append(f"- {skipped['trainer']}: skipped ({skipped['reason']})")
+        if run.get("skipped"):
+            lines.append("")
+    rows = [row for run in runs for row in check_targets(run["results"])]
+    if rows:
+        lines += ["### Targets (issue 4; they are stated for " + TARGET_ARCH + ")", "",
+                  "| target | case | measured | met |", "|---|---|---|---|"]
+        for row in rows:
+            met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
+            lines.append(f"| {row['target']} | {row['case']} | {row['value']} | {met} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def replace_results_section(readme_text: str, markdown: str) -> str:
+    """``readme_text`` with everything between the results markers replaced by ``markdown``."""
+    start, end = readme_text.find(RESULTS_START), readme_text.find(RESULTS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README has no {RESULTS_START} ... {RESULTS_END} section")
+    return readme_text[:start + len(RESULTS_START)] + "\n" + markdown.rstrip() + "\n" + readme_text[end:]
