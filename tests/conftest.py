@@ -20,3 +20,11 @@ def eurosat_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     make_eurosat_tree(str(root), n_per_class=8)
     return str(root)
+
+
+@pytest.fixture(scope="session")
+def clip_model(tiny_clip_checkpoint):
+    """The tiny CLIP loaded as trainers load it, in fp32 (read-only: tests must not modify it)."""
+    from dasslite.clip import load_clip
+
+    return load_clip(tiny_clip_checkpoint).float()

@@ -15,7 +15,7 @@ from dasslite.prompting.conditional import ConditionalPromptCLIP, ConditionalPro
 from dasslite.prompting.prompt_learner import ContextPromptLearner
 from dasslite.sweep import DEFAULT_CFGS
 from dasslite.utils import close_logger
-from tests.test_trainers import make_trainer
+from tests.trainer_harness import make_trainer, one_step
 from tests.trainer_harness import run_train
 from trainers.kgcoop import KgCoOpCLIP, knowledge_guided_loss
 
@@ -32,20 +32,6 @@ def build(root, clip_path, out, trainer, config, extra=()):
     tr = make_trainer(root, clip_path, out, trainer=trainer, config=config, extra=list(extra))
     close_logger()
     return tr
-
-
-def one_step(tr, batch=None):
-    batch = batch or next(iter(tr.train_loader_x))
-    tr.set_model_mode("train")
-    tr.batch_idx, tr.num_batches = 0, 5
-    return tr.forward_backward(batch), batch
-
-
-@pytest.fixture(scope="module")
-def clip_model(tiny_clip_checkpoint):
-    from dasslite.clip import load_clip
-
-    return load_clip(tiny_clip_checkpoint).float()
 
 
 # -- CoCoOp: prompts ------------------------------------------------------------------------------------------

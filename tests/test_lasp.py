@@ -9,14 +9,14 @@ import torch.nn.functional as F
 
 import train
 from clip_templates import dataset_template_groups, lasp_templates
-from dasslite.compat import build_trainer, set_random_seed
 from dasslite.prompting.calibration import FeatureCorrection, vit_block_layernorms
 from dasslite.prompting.hard_prompts import HardTemplateFeatures, encode_template_features, group_prototypes
 from dasslite.prompting.losses import lasp_text_loss, text_to_text_loss
 from dasslite.prompting.model import encode_class_templates
 from dasslite.prompting.virtual_classes import text_supervision_classes
 from dasslite.utils import close_logger
-from tests.trainer_harness import TINY_INPUT, run_train
+from tests.trainer_harness import make_trainer as harness_make_trainer
+from tests.trainer_harness import one_step, run_train
 
 CFG = "vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32"
 FAST = ["TRAINER.LASP.PREC", "fp32", "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATASET.NUM_SHOTS", "2"]
@@ -25,28 +25,7 @@ LN_NAMES = [f"image_encoder.transformer.resblocks.{b}.ln_{i}.{w}" for b in (0, 1
 
 
 def make_trainer(root, clip_path, out, extra=(), trainer="LASP", config=CFG):
-    argv = ["--root", root, "--seed", "1", "--trainer", trainer, "--dataset-config-file",
-            "configs/datasets/eurosat.yaml", "--config-file", f"configs/trainers/{trainer}/{config}.yaml",
-            "--output-dir", str(out), "MODEL.BACKBONE.NAME", clip_path, *TINY_INPUT, *extra]
-    cfg = train.setup_cfg(train.build_parser().parse_args(argv))
-    set_random_seed(cfg.SEED)
-    tr = build_trainer(cfg)
-    close_logger()
-    return tr
-
-
-def one_step(tr, batch=None):
-    batch = batch or next(iter(tr.train_loader_x))
-    tr.set_model_mode("train")
-    tr.batch_idx, tr.num_batches = 0, 5
-    return tr.forward_backward(batch), batch
-
-
-@pytest.fixture(scope="module")
-def clip_model(tiny_clip_checkpoint):
-    from dasslite.clip import load_clip
-
-    return load_clip(tiny_clip_checkpoint).float()
+    return harness_make_trainer(root, clip_path, out, trainer=trainer, config=config, extra=extra)
 
 
 # -- losses ---------------------------------------------------------------------------------------------------

@@ -5,30 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train
-from dasslite.compat import build_trainer, set_random_seed
 from dasslite.prompting.prompt_learner import ContextPromptLearner, count_tokens
 from dasslite.utils import close_logger
-from tests.trainer_harness import TINY_INPUT, run_train
+from tests.trainer_harness import make_trainer, run_train
 
 CLASSNAMES = ["Annual Crop Land", "Forest", "Sea or Lake"]
-
-
-def make_trainer(root, clip_path, out, trainer="CoOp", config="vit_b16_ep50", extra=()):
-    argv = ["--root", root, "--seed", "1", "--trainer", trainer,
-            "--dataset-config-file", "configs/datasets/eurosat.yaml",
-            "--config-file", f"configs/trainers/{trainer}/{config}.yaml", "--output-dir", str(out),
-            "MODEL.BACKBONE.NAME", clip_path, *TINY_INPUT, *extra]
-    cfg = train.setup_cfg(train.build_parser().parse_args(argv))
-    set_random_seed(cfg.SEED)
-    return build_trainer(cfg)
-
-
-@pytest.fixture(scope="module")
-def clip_model(tiny_clip_checkpoint):
-    from dasslite.clip import load_clip
-
-    return load_clip(tiny_clip_checkpoint).float()
 
 
 # -- prompt learner ------------------------------------------------------------------------------------------

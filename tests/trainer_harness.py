@@ -6,6 +6,7 @@ import os
 from typing import List, Optional
 
 import train
+from dasslite.compat import build_trainer, set_random_seed
 from dasslite.utils import close_logger
 
 TINY_INPUT = ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "50",
@@ -31,3 +32,24 @@ def run_train(root: str, clip_path: str, output_dir: str, trainer: str = "CoOp",
         return {}
     with open(path) as f:
         return json.load(f)
+
+
+def make_trainer(root: str, clip_path: str, out, trainer: str = "CoOp", config: str = "vit_b16_ep50", extra=()):
+    """Build a trainer through train.py's config path (no training, no log file)."""
+    argv = ["--root", root, "--seed", "1", "--trainer", trainer,
+            "--dataset-config-file", "configs/datasets/eurosat.yaml",
+            "--config-file", f"configs/trainers/{trainer}/{config}.yaml", "--output-dir", str(out),
+            "MODEL.BACKBONE.NAME", clip_path, *TINY_INPUT, *extra]
+    cfg = train.setup_cfg(train.build_parser().parse_args(argv))
+    set_random_seed(cfg.SEED)
+    trainer_obj = build_trainer(cfg)
+    close_logger()
+    return trainer_obj
+
+
+def one_step(tr, batch=None):
+    """One training step on ``batch`` (default: the first train batch) in the middle of an epoch."""
+    batch = batch or next(iter(tr.train_loader_x))
+    tr.set_model_mode("train")
+    tr.batch_idx, tr.num_batches = 0, 5
+    return tr.forward_backward(batch), batch
