@@ -23,7 +23,7 @@ class ZeroshotCLIP(ClipPromptTrainer):
         return [template_for(self.cfg.DATASET.NAME)]
 
     def build_model(self) -> None:
-        clip_model = self.load_clip_model()
+        clip_model = self.load_clip_model().to(self.device)  # encode the class prompts on the GPU, not the CPU
         templates = self.templates()
         print(f"Prompts: {templates}")
         self.model = HardPromptCLIP(clip_model, list(self.dm.dataset.classnames), templates).to(self.device)
