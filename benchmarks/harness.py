@@ -174,7 +174,7 @@ def _engine_init(trainer: Any) -> None:
 def build_trainer(trainer_cls: type, cfg, clip_master: nn.Module, classnames: Sequence[str], device: torch.device,
                   verbose: bool = False):
     """The trainer as ``build_trainer(cfg)`` makes it, minus the data: ``build_model`` runs unchanged (it builds the
-    model with ``build_custom_clip`` as ``model_from_config`` does, freezes, moves, builds the optimizer and
+    model with ``build_custom_clip``, freezes, moves, builds the optimizer and
     scheduler, registers, sets up AMP) on a deep copy of ``clip_master`` instead of a downloaded CLIP."""
     from dasslite.prompting import trainer as prompt_trainer_module
 

@@ -69,13 +69,6 @@ class ClipPromptTrainer(*_BASES):
         """Return the method's model; it must have a ``prompt_learner`` submodule (override)."""
         raise NotImplementedError
 
-    @classmethod
-    def model_from_config(cls, cfg, clip_model: nn.Module, classnames: List[str]) -> nn.Module:
-        """The method's model for ``cfg`` without data loaders or optimizers (benchmarks, notebooks, analysis)."""
-        trainer = cls.__new__(cls)
-        trainer.cfg = cfg
-        return trainer.build_custom_clip(clip_model, list(classnames))
-
     def is_trainable(self, param_name: str) -> bool:
         """Which parameters learn (default: the prompt learner's)."""
         return param_name.startswith(self.MODEL_NAME + ".")
