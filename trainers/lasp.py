@@ -15,8 +15,7 @@ from yacs.config import CfgNode as CN
 
 from clip_templates import dataset_template_groups, lasp_templates
 from dasslite.compat import TRAINER_REGISTRY
-from dasslite.prompting.calibration import (FeatureCorrection, parameter_names, scaled_lr_param_groups,
-                                            vit_block_layernorms)
+from dasslite.prompting.calibration import VitLayerNormTuning, add_recalibration_keys, attach_recalibration
 from dasslite.prompting.config import add_prompt_common, register_config
 from dasslite.prompting.hard_prompts import HardTemplateFeatures
 from dasslite.prompting.losses import lasp_text_loss
@@ -41,9 +40,7 @@ def add_lasp_config(cfg) -> None:
     node.TEMPLATES = "lasp"  # lasp: LASP's 35 templates | dataset: the dataset's list in clip_templates/groups.json
     node.GROUPS_FILE = ""  # with TEMPLATES dataset: a groups file of your own (default: the shipped one)
     node.VIRTUAL_CLASSES = True  # base2new training: the text loss covers all class names (base + new)
-    node.ENABLE_CORRECTION = True  # learnable vector added to the class text features before normalisation
-    node.FINETUNE_VIT_LN = False  # tune ln_1/ln_2 of every ViT block (the recipes turn it on)
-    node.VIT_LN_LR_MULT = 0.1  # their learning rate, relative to OPTIM.LR
+    add_recalibration_keys(node)  # ENABLE_CORRECTION, FINETUNE_VIT_LN, VIT_LN_LR_MULT
     cfg.TRAINER.LASP = node
 
 
@@ -56,10 +53,7 @@ class LASPPromptLearner(ContextPromptLearner):
                  correction: bool = True, tune_vit_ln: bool = False) -> None:
         super().__init__(clip_model, classnames, n_ctx=n_ctx, ctx_init=ctx_init)
         self.classnames = list(classnames)
-        embed_dim = clip_model.text_projection.shape[1]
-        self.correction = FeatureCorrection(embed_dim, clip_model.dtype) if correction else None
-        if tune_vit_ln:
-            self.visual_ln = vit_block_layernorms(clip_model.visual)
+        attach_recalibration(self, clip_model, correction, tune_vit_ln)
 
 
 class LASPCLIP(PromptCLIP):
@@ -112,9 +106,8 @@ class LASPCLIP(PromptCLIP):
 
 
 @TRAINER_REGISTRY.register()
-class LASP(ClipPromptTrainer):
+class LASP(VitLayerNormTuning, ClipPromptTrainer):
     CFG_NODE = "LASP"
-    _vit_ln_names: frozenset = frozenset()
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)
@@ -143,12 +136,5 @@ class LASP(ClipPromptTrainer):
         print(f"Hard templates for the text loss: {len(templates)} ({c.TEMPLATES})")
         model = LASPCLIP(clip_model, learner, templates, class_index=index, text_loss_weight=c.LAMBDA,
                          temperature=c.TEMPERATURE, noise_prob=c.NOISE_PROB, noise_std=c.NOISE_STD)
-        self._vit_ln_names = (parameter_names(model, learner.visual_ln) if c.FINETUNE_VIT_LN else frozenset())
+        self.track_vit_layernorms(model, learner)
         return model
-
-    def is_trainable(self, param_name: str) -> bool:
-        return super().is_trainable(param_name) or param_name in self._vit_ln_names
-
-    def optim_param_groups(self):
-        return scaled_lr_param_groups(self.model, self._vit_ln_names, self.cfg.OPTIM.LR,
-                                      self.method_cfg.VIT_LN_LR_MULT)

@@ -53,3 +53,37 @@ def scaled_lr_param_groups(model: nn.Module, scaled_names: Collection[str], lr: 
     if scaled:
         groups.append({"params": scaled, "lr": multiplier * lr})
     return groups
+
+
+def add_recalibration_keys(node, finetune_vit_ln: bool = False) -> None:
+    """The config keys of LASP's re-calibration, shared by the methods that use it (LASP, MoCoOp)."""
+    node.ENABLE_CORRECTION = True  # learnable vector added to the class text features before normalisation
+    node.FINETUNE_VIT_LN = finetune_vit_ln  # tune ln_1/ln_2 of every ViT block (the published recipes turn it on)
+    node.VIT_LN_LR_MULT = 0.1  # their learning rate, relative to OPTIM.LR
+
+
+def attach_recalibration(learner: nn.Module, clip_model: nn.Module, correction: bool, tune_vit_ln: bool) -> None:
+    """Give ``learner`` (the checkpointed module) ``correction`` (a :class:`FeatureCorrection` or None) and, when
+    tuned, ``visual_ln`` (the image encoder's block LayerNorms, shared with it, so they are checkpointed too)."""
+    embed_dim = clip_model.text_projection.shape[1]
+    learner.correction = FeatureCorrection(embed_dim, clip_model.dtype) if correction else None
+    if tune_vit_ln:
+        learner.visual_ln = vit_block_layernorms(clip_model.visual)
+
+
+class VitLayerNormTuning:
+    """Trainer mixin (before the base trainer in the MRO): makes the learner's ``visual_ln`` trainable when
+    ``FINETUNE_VIT_LN`` is set, in a second optimizer group at ``VIT_LN_LR_MULT`` x LR. Call
+    ``track_vit_layernorms(model, learner)`` in ``build_custom_clip``."""
+
+    _vit_ln_names: frozenset = frozenset()
+
+    def track_vit_layernorms(self, model: nn.Module, learner: nn.Module) -> None:
+        tuned = self.method_cfg.FINETUNE_VIT_LN
+        self._vit_ln_names = parameter_names(model, learner.visual_ln) if tuned else frozenset()
+
+    def is_trainable(self, param_name: str) -> bool:
+        return super().is_trainable(param_name) or param_name in self._vit_ln_names
+
+    def optim_param_groups(self):
+        return scaled_lr_param_groups(self.model, self._vit_ln_names, self.cfg.OPTIM.LR, self.method_cfg.VIT_LN_LR_MULT)

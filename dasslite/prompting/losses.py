@@ -43,3 +43,23 @@ def lasp_text_loss(learned: torch.Tensor, hard: torch.Tensor, scale, noise_prob:
     if noise_prob > 0 and noise_std > 0 and torch.rand(()).item() < noise_prob:
         hard = hard + noise_std * torch.randn_like(hard)
     return text_to_text_loss(hard, learned, scale)
+
+
+GATE_TARGETS = ("class", "agnostic")
+
+
+def gate_target_scores(image_features: torch.Tensor, prototypes: torch.Tensor, label_rows=None) -> torch.Tensor:
+    """Image-to-group similarities [B, G] that MoCoOp's gating target is built from (no gradient).
+
+    ``prototypes`` [G, C, E] are the hard-template group prototypes (normalised). With ``label_rows`` [B] (each
+    image's row in the prototypes' class list) the score of group g is the cosine with group g's prototype of the
+    image's own class (class-specific, the authors' current code); without, with group g's prototype averaged over
+    classes and re-normalised (class-agnostic, their first release)."""
+    feats = image_features.detach().float()
+    protos = prototypes.float()
+    if label_rows is None:
+        groups = protos.mean(1)
+        groups = groups / groups.norm(dim=-1, keepdim=True)
+        return feats @ groups.t()
+    per_image = protos[:, label_rows]  # [G, B, E]
+    return torch.einsum("be,gbe->bg", feats, per_image)
