@@ -5,13 +5,13 @@ from .download import (ChecksumError, available_backbones, backbone_urls, defaul
                        register_backbone_url, sha256_from_url, unregister_backbone_url)
 from .load import (CheckpointFormatError, build_clip, check_clip_state_dict, load_clip, load_clip_file,
                    resolve_checkpoint)
-from .text import TextEncoder, embed_tokens, eot_positions, tokenize
+from .text import TextEncoder, bpe_encode, embed_tokens, eot_positions, tokenize
 from .tiny import build_tiny_clip, save_jit_archive, save_state_dict
 
 __all__ = [
     "import_clip", "load_clip", "load_clip_file", "resolve_checkpoint", "build_clip", "check_clip_state_dict",
     "CheckpointFormatError", "download_checkpoint", "ChecksumError", "available_backbones", "backbone_urls",
     "register_backbone_url", "unregister_backbone_url", "default_cache_dir", "sha256_from_url",
-    "TextEncoder", "tokenize", "eot_positions", "embed_tokens",
+    "TextEncoder", "tokenize", "bpe_encode", "eot_positions", "embed_tokens",
     "build_tiny_clip", "save_state_dict", "save_jit_archive",
 ]

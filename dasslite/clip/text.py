@@ -27,6 +27,12 @@ def tokenize(texts: Union[str, Sequence[str]], context_length: int = 77, truncat
     return import_clip().tokenize(texts, context_length=context_length, truncate=truncate).long()
 
 
+def bpe_encode(text: str) -> list:
+    """CLIP BPE token ids of ``text`` without SOS/EOT and without a length limit ([] for blank text): the pieces
+    prompt learners splice together (CLIP's tokenizer cleans whitespace and lower-cases, as ``tokenize`` does)."""
+    return list(import_clip().clip._tokenizer.encode(text))
+
+
 def eot_positions(tokens: torch.Tensor) -> torch.Tensor:
     """Index of the EOT token per row: it has the largest id in CLIP's vocabulary (CLIP's own rule)."""
     return tokens.argmax(dim=-1)

@@ -18,13 +18,12 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from dasslite.clip import eot_positions, tokenize
+from dasslite.clip import bpe_encode, eot_positions, tokenize
 
 
 def bpe_ids(text: str) -> List[int]:
     """CLIP BPE token ids of ``text`` without SOS/EOS ([] for blank text)."""
-    tokens = tokenize([text])[0]
-    return tokens[1:int(eot_positions(tokens[None])[0])].tolist()
+    return bpe_encode(text)
 
 
 @dataclass(frozen=True)
