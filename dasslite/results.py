@@ -1,4 +1,4 @@
-"""Results of finished runs: per-folder summaries (CoOp's ``parse_test_res.py``) and base-to-new tables.
+"""Results of finished runs: per-folder summaries (CoOp's ``parse_test_res.py``) and protocol tables.
 
 Where a number comes from
     A run folder counts only when it holds a finished test. ``results.json`` is preferred: train.py writes it
@@ -27,10 +27,36 @@ Base-to-new tables (``output/base2new/{train_base,test_new}/<dataset>/shots_<K>/
     New, and its H is again the harmonic mean of the two averages. The ``Seeds`` column gives how many seeds
     entered each mean (``3`` or, if Base and New differ, ``3/2``); missing runs are listed under the table.
 
+Tables and recipes
+    One table per (shots, trainer, cfg). A trainer with per-dataset recipes (``dasslite.sweep.RECIPES``: LASP,
+    MoCoOp) trains each dataset with its own cfg: without ``--cfg`` the runs made with those default recipes share one
+    table ("per-dataset recipes", the recipes listed under it) so that they get an Average; other cfgs keep their own.
+
+Few-shot tables (``output/fewshot/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>``)
+    A row per dataset, a column per K (mean ± spread of the test after training on all classes), and an ``Average``
+    row: the mean of the dataset means of that column (``(k/n)`` when only k of the n datasets have it).
+
+Cross-dataset / domain-generalisation tables (``output/{xd,dg}/train/<source>/...`` and ``.../test/<target>/...``)
+    One table per (source, shots); a row per trainer / cfg trained on the source; columns: the source (the test after
+    training), each target (evaluations of that model), and ``Target avg``, the mean of the target means (``(k/n)``
+    when some are missing). A target run whose results.json loaded a model trained on another source is missing.
+
+Published numbers (``--paper``; ``dasslite/paper_results.json``)
+    ``base2new --paper`` adds "Paper Base / New / H" columns: the matching method of the MoCoOp paper's Table 1
+    (ZeroshotCLIP -> CLIP, CoOp, CoCoOp, LASP, KgCoOp, MoCoOp). The Average row shows the printed average when our
+    average covers all eleven datasets, else the mean of the paper's rows over our datasets (marked †); a printed
+    average flagged unreliable (KgCoOp's) is shown as printed, marked *. ``dg --paper`` adds a "<method> (paper)"
+    row from the paper's DG table (Appendix B). The paper has no cross-dataset table, so ``xd --paper`` only says so.
+
 CLI
     python -m dasslite.results summarize DIR [--test-log] [--multi-exp] [--ci95] [--keyword accuracy] [--log-only]
     python -m dasslite.results base2new [ROOT] [--dataset D ...] [--trainer T] [--cfg C] [--shots K]
-                                          [--seeds S ...] [--ci95] [--format github|plain] [--csv F] [--markdown F]
+                                          [--seeds S ...] [--paper] [TABLE OPTIONS]
+    python -m dasslite.results fewshot [ROOT] [--dataset D ...] [--trainer T] [--cfg C] [--shots K ...]
+                                         [--seeds S ...] [TABLE OPTIONS]
+    python -m dasslite.results xd|dg [ROOT] [--source D] [--targets D ...] [--trainer T] [--cfg C] [--shots K]
+                                       [--seeds S ...] [--paper] [TABLE OPTIONS]
+    TABLE OPTIONS: [--ci95] [--format github|plain|...] [--csv F] [--markdown F] [--keyword K] [--log-only]
     (``python -m dasslite.results DIR`` is ``summarize DIR``; ``parse_test_res.py`` at the repository root is the
     same ``summarize`` under CoOp's name.)
 """
@@ -45,7 +71,7 @@ import os.path as osp
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -61,7 +87,8 @@ JSON_TO_LOG_KEYWORD = {"error_rate": "error"}
 
 # Datasets in the order of the CoOp/CoCoOp papers' tables; anything else follows alphabetically.
 PAPER_ORDER = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-               "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+               "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
+               "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 
 _EVAL_ONLY_RE = re.compile(r"^\s*eval_only\s*:\s*(True|False)\s*$")
 _SEED_RE = re.compile(r"^seed[_-]?(\d+)$")
@@ -316,7 +343,7 @@ def summarize_multi(directory: str, keyword: str = "accuracy", test_log: bool = 
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Base-to-new tables
+# Walking an output tree
 # ------------------------------------------------------------------------------------------------------------
 @dataclass
 class Cell:
@@ -342,12 +369,157 @@ class Cell:
     def spread(self) -> float:
         return spread(list(self.by_label.values()), self.ci95)
 
+    @property
+    def missing(self) -> List[Run]:
+        return [r for r in self.runs if not r.complete]
 
+
+def _resolve_protocol_root(root: str, protocol: str, markers: Sequence[str]) -> str:
+    """``root`` itself or ``root/<protocol>``, whichever holds one of the ``markers`` folders."""
+    for candidate in (root, osp.join(root, protocol)):
+        if any(osp.isdir(osp.join(candidate, m)) for m in markers):
+            return candidate
+    if not osp.isdir(root):
+        raise NoResultsError(f"no complete runs under {root}: no such folder")
+    wanted = " and ".join(f"{m}/" for m in markers)
+    raise NoResultsError(f"no complete runs under {root}: expected {wanted} (the output/{protocol} layout) there or "
+                         f"in {osp.join(root, protocol)}")
+
+
+def _shots_label(shots) -> Optional[str]:
+    if shots is None:
+        return None
+    shots = str(shots)
+    return shots if shots.startswith("shots_") else f"shots_{shots}"
+
+
+def _shots_number(label: str) -> float:
+    try:
+        return float(label[len("shots_"):])
+    except ValueError:
+        return float("inf")
+
+
+def _iter_cfg_dirs(split_dir: str, datasets=None, shots=None, trainer=None, cfg=None):
+    """``(dataset, shots folder, trainer, cfg, folder)`` for every ``<split>/<ds>/shots_<K>/<T>/<cfg>`` that passes
+    the filters (``datasets`` and ``shots`` are collections, ``trainer`` and ``cfg`` names; None keeps all)."""
+    if not osp.isdir(split_dir):
+        return
+    for ds_dir in _subdirs(split_dir):
+        ds = osp.basename(ds_dir)
+        if datasets is not None and ds not in datasets:
+            continue
+        for shots_dir in _subdirs(ds_dir):
+            shots_name = osp.basename(shots_dir)
+            if not shots_name.startswith("shots_") or (shots is not None and shots_name not in shots):
+                continue
+            for t_dir in _subdirs(shots_dir):
+                if trainer and osp.basename(t_dir) != trainer:
+                    continue
+                for cfg_dir in _subdirs(t_dir):
+                    if cfg and osp.basename(cfg_dir) != cfg:
+                        continue
+                    yield ds, shots_name, osp.basename(t_dir), osp.basename(cfg_dir), cfg_dir
+
+
+def _read_cell(folder: str, seeds: Optional[Sequence[int]], expect: Dict[str, object], keyword: str, ci95: bool,
+               log_only: bool, check: Optional[Callable[[Run], Optional[str]]] = None) -> Cell:
+    """The seed folders under ``folder`` as a Cell. With ``seeds``, exactly those (an absent one is missing).
+
+    ``check(run)`` may return a reason that makes a complete run missing (e.g. a model trained elsewhere).
+    """
+    if seeds is None:
+        dirs = _subdirs(folder) if osp.isdir(folder) else [folder]  # an absent folder is one missing entry
+    else:
+        by_seed = {}
+        for d in (_subdirs(folder) if osp.isdir(folder) else []):
+            match = _SEED_RE.match(osp.basename(d))
+            if match:
+                by_seed[int(match.group(1))] = d
+        dirs = [by_seed.get(s, osp.join(folder, f"seed{s}")) for s in seeds]
+    runs = []
+    for d in dirs:
+        if not osp.isdir(d):
+            runs.append(Run(path=d, problem="not run (no such folder)"))
+            continue
+        run = read_run(d, keyword=keyword, signal="auto", log_only=log_only, expect=expect)
+        problem = check(run) if (check and run.complete) else None
+        if problem:
+            run.value, run.problem = None, problem
+        runs.append(run)
+    return Cell(runs, ci95)
+
+
+def _no_results(root: str, filters: Sequence[tuple], missing: Sequence[Run]) -> NoResultsError:
+    what = ", ".join(f"{k}={v}" for k, v in filters if v)
+    msg = f"no complete runs under {root}" + (f" ({what})" if what else "")
+    return NoResultsError(msg + "".join(f"\n  {r.path}: {r.problem}" for r in list(missing)[:20]))
+
+
+# Recipe groups: a trainer with per-dataset recipes (dasslite.sweep.RECIPES) trains each dataset with its own cfg.
+# Without --cfg, the runs made with those defaults share one table (label PER_DATASET) so that they get an Average;
+# runs made with any other cfg keep a table of their own.
+PER_DATASET = "per-dataset recipes"
+
+
+def recipe_group(trainer: str, dataset: str, cfg: str) -> str:
+    """``PER_DATASET`` when ``cfg`` is the sweep's per-dataset default for (trainer, dataset), else ``cfg``."""
+    from dasslite.sweep import RECIPES, default_cfg  # dasslite.sweep imports this module
+
+    return PER_DATASET if trainer in RECIPES and cfg == default_cfg(trainer, dataset) else cfg
+
+
+def _recipes_line(pairs: Iterable[tuple]) -> str:
+    """``Recipes: ds1, ds2: cfgA; ds3: cfgB`` from ``(dataset, cfg)`` pairs."""
+    by_cfg: Dict[str, List[str]] = {}
+    for dataset, cfg in pairs:
+        by_cfg.setdefault(cfg, []).append(dataset)
+    return "Recipes: " + "; ".join(f"{', '.join(ds)}: {cfg}" for cfg, ds in by_cfg.items())
+
+
+def _fmt(mean: float, sp: float) -> str:
+    if math.isnan(mean):
+        return "-"
+    if math.isnan(sp):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {sp:.2f}"
+
+
+def _num(x) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def _dataset_sort_key(name: str):
+    low = name.lower()
+    return (0, PAPER_ORDER.index(low), "") if low in PAPER_ORDER else (1, 0, low)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Published numbers (dasslite/paper_results.json)
+# ------------------------------------------------------------------------------------------------------------
+PAPER_FILE = osp.join(osp.dirname(osp.abspath(__file__)), "paper_results.json")
+
+
+def load_paper(path: Optional[str] = None) -> dict:
+    """The published numbers (``paper_results.json``): tables ``base2new`` (MoCoOp Table 1), ``dg``, ``topk``."""
+    with open(path or PAPER_FILE, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def paper_method(paper: dict, trainer: str) -> Optional[str]:
+    """The paper's name for one of our trainers (ZeroshotCLIP -> CLIP), or None."""
+    return paper.get("trainer_to_method", {}).get(trainer)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Base-to-new tables
+# ------------------------------------------------------------------------------------------------------------
 @dataclass
 class Row:
     dataset: str
     base: Cell
     new: Cell
+    cfg: Optional[str] = None  # the recipe of this dataset's runs
 
     @property
     def has_both(self) -> bool:
@@ -368,12 +540,12 @@ class Row:
 
     @property
     def missing(self) -> List[Run]:
-        return [r for r in self.base.runs + self.new.runs if not r.complete]
+        return self.base.missing + self.new.missing
 
 
 @dataclass
 class Base2NewTable:
-    """One (shots, trainer, cfg) group of a base-to-new tree: a row per dataset."""
+    """One (shots, trainer, cfg) group of a base-to-new tree: a row per dataset (cfg may be PER_DATASET)."""
 
     root: str
     shots: str  # the folder name, e.g. "shots_16" (KgCoOp: "shots_16_8.0")
@@ -391,7 +563,7 @@ class Base2NewTable:
         base = float(np.mean([r.base.mean for r in usable]))
         new = float(np.mean([r.new.mean for r in usable]))
         return {"base": base, "new": new, "h": harmonic_mean(base, new), "n_datasets": len(usable),
-                "of": len(self.rows)}
+                "of": len(self.rows), "datasets": [r.dataset for r in usable]}
 
     @property
     def title(self) -> str:
@@ -400,38 +572,12 @@ class Base2NewTable:
                 f"(mean ± {spread_name} over seeds; H = harmonic mean of mean Base and mean New)")
 
 
-def _fmt(mean: float, sp: float) -> str:
-    if math.isnan(mean):
-        return "-"
-    if math.isnan(sp):
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {sp:.2f}"
-
-
 def _seeds_cell(row: Row) -> str:
     return str(row.base.n) if row.base.n == row.new.n else f"{row.base.n}/{row.new.n}"
 
 
-def _dataset_sort_key(name: str):
-    low = name.lower()
-    return (0, PAPER_ORDER.index(low), "") if low in PAPER_ORDER else (1, 0, low)
-
-
 def _resolve_base2new_root(root: str) -> str:
-    for candidate in (root, osp.join(root, "base2new")):
-        if osp.isdir(osp.join(candidate, "train_base")) or osp.isdir(osp.join(candidate, "test_new")):
-            return candidate
-    if not osp.isdir(root):
-        raise NoResultsError(f"no complete runs under {root}: no such folder")
-    raise NoResultsError(f"no complete runs under {root}: expected train_base/ and test_new/ "
-                         f"(the output/base2new layout) there or in {osp.join(root, 'base2new')}")
-
-
-def _shots_label(shots) -> Optional[str]:
-    if shots is None:
-        return None
-    shots = str(shots)
-    return shots if shots.startswith("shots_") else f"shots_{shots}"
+    return _resolve_protocol_root(root, "base2new", ("train_base", "test_new"))
 
 
 def collect_base2new(root: str, datasets: Optional[Iterable[str]] = None, trainer: Optional[str] = None,
@@ -439,6 +585,7 @@ def collect_base2new(root: str, datasets: Optional[Iterable[str]] = None, traine
                      keyword: str = "accuracy", ci95: bool = False, log_only: bool = False) -> List[Base2NewTable]:
     """Walk ``ROOT/{train_base,test_new}/<ds>/shots_<K>/<T>/<cfg>/seed<S>`` into one table per (shots, T, cfg).
 
+    Without ``cfg``, a trainer's per-dataset default recipes share one table (see ``recipe_group``).
     ``seeds`` restricts the runs to those seeds; a requested seed without a folder is listed as missing.
     Raises NoResultsError naming the folder when there is no complete run at all.
     """
@@ -446,127 +593,446 @@ def collect_base2new(root: str, datasets: Optional[Iterable[str]] = None, traine
     want_ds = set(datasets) if datasets else None
     want_shots = _shots_label(shots)
     want_seeds = [int(s) for s in seeds] if seeds is not None else None
-    found: Dict[tuple, Dict[str, Dict[str, List[str]]]] = {}
+    # (shots, T, group) -> ds -> cfg
+    found: Dict[tuple, Dict[str, str]] = {}
     for split in ("train_base", "test_new"):
-        split_dir = osp.join(base_root, split)
-        if not osp.isdir(split_dir):
-            continue
-        for ds_dir in _subdirs(split_dir):
-            ds = osp.basename(ds_dir)
-            if want_ds is not None and ds not in want_ds:
-                continue
-            for shots_dir in _subdirs(ds_dir):
-                shots_name = osp.basename(shots_dir)
-                if not shots_name.startswith("shots_") or (want_shots and shots_name != want_shots):
-                    continue
-                for t_dir in _subdirs(shots_dir):
-                    if trainer and osp.basename(t_dir) != trainer:
-                        continue
-                    for cfg_dir in _subdirs(t_dir):
-                        if cfg and osp.basename(cfg_dir) != cfg:
-                            continue
-                        key = (shots_name, osp.basename(t_dir), osp.basename(cfg_dir))
-                        entry = found.setdefault(key, {}).setdefault(ds, {"train_base": [], "test_new": []})
-                        entry[split] = _subdirs(cfg_dir)
+        for ds, shots_name, t_name, cfg_name, _ in _iter_cfg_dirs(
+                osp.join(base_root, split), want_ds, {want_shots} if want_shots else None, trainer, cfg):
+            group = cfg_name if cfg else recipe_group(t_name, ds, cfg_name)
+            found.setdefault((shots_name, t_name, group), {})[ds] = cfg_name
     # datasets asked for by name but absent entirely still get a row when the group is fixed
     if want_ds and trainer and cfg and want_shots:
         for ds in want_ds:
-            found.setdefault((want_shots, trainer, cfg), {}).setdefault(ds, {"train_base": [], "test_new": []})
+            found.setdefault((want_shots, trainer, cfg), {}).setdefault(ds, cfg)
 
     tables = []
-    for (shots_name, t_name, cfg_name) in sorted(found):
+    for (shots_name, t_name, group) in sorted(found):
         rows = []
-        for ds in sorted(found[(shots_name, t_name, cfg_name)], key=_dataset_sort_key):
-            entry = found[(shots_name, t_name, cfg_name)][ds]
-            cells = {}
-            for split, sub in (("train_base", "base"), ("test_new", "new")):
-                dirs = entry[split]
-                if want_seeds is not None:
-                    by_seed = {}
-                    for d in dirs:
-                        m = _SEED_RE.match(osp.basename(d))
-                        if m:
-                            by_seed[int(m.group(1))] = d
-                    parent = osp.join(base_root, split, ds, shots_name, t_name, cfg_name)
-                    dirs = [by_seed.get(s, osp.join(parent, f"seed{s}")) for s in want_seeds]
-                runs = []
-                for d in dirs:
-                    if osp.isdir(d):
-                        runs.append(read_run(d, keyword=keyword, signal="auto", log_only=log_only,
-                                             expect={"subsample_classes": sub}))
-                    else:
-                        runs.append(Run(path=d, problem="not run (no such folder)"))
-                cells[sub] = Cell(runs, ci95)
-            rows.append(Row(ds, cells["base"], cells["new"]))
-        tables.append(Base2NewTable(base_root, shots_name, t_name, cfg_name, rows, ci95))
+        for ds in sorted(found[(shots_name, t_name, group)], key=_dataset_sort_key):
+            cfg_name = found[(shots_name, t_name, group)][ds]
+            cells = {sub: _read_cell(osp.join(base_root, split, ds, shots_name, t_name, cfg_name), want_seeds,
+                                     {"subsample_classes": sub}, keyword, ci95, log_only)
+                     for split, sub in (("train_base", "base"), ("test_new", "new"))}
+            rows.append(Row(ds, cells["base"], cells["new"], cfg_name))
+        tables.append(Base2NewTable(base_root, shots_name, t_name, group, rows, ci95))
     if not any(r.base.n or r.new.n for t in tables for r in t.rows):
-        what = ", ".join(f"{k}={v}" for k, v in (("dataset", ",".join(sorted(want_ds)) if want_ds else None),
-                                                 ("trainer", trainer), ("cfg", cfg), ("shots", want_shots),
-                                                 ("seeds", want_seeds)) if v)
-        detail = [f"  {r.path}: {r.problem}" for t in tables for row in t.rows for r in row.missing]
-        msg = f"no complete runs under {base_root}" + (f" ({what})" if what else "")
-        raise NoResultsError(msg + ("".join("\n" + d for d in detail[:20]) if detail else ""))
+        raise _no_results(base_root, (("dataset", ",".join(sorted(want_ds)) if want_ds else None),
+                                      ("trainer", trainer), ("cfg", cfg), ("shots", want_shots),
+                                      ("seeds", want_seeds)),
+                          [r for t in tables for row in t.rows for r in row.missing])
     return tables
 
 
 HEADERS = ["Dataset", "Base", "New", "H", "Seeds"]
+PAPER_HEADERS = ["Paper Base", "Paper New", "Paper H"]
+UNRELIABLE_MARK = "*"
+SUBSET_MARK = "†"
 
 
-def table_rows(table: Base2NewTable) -> List[List[str]]:
+def paper_base2new_rows(table: Base2NewTable, paper: dict):
+    """Published Base / New / H beside each row of ``table`` (and its Average): ``(cells per row, notes)``.
+
+    The Average row gets the paper's printed average when our average covers every dataset of the paper's table;
+    otherwise the mean of the paper's rows over the datasets of our average (marked †, H of those means). A printed
+    average flagged ``unreliable`` in the JSON is shown as printed, marked *, with its note.
+    """
+    section = paper.get("base2new", {})
+    method = paper_method(paper, table.trainer)
+    entry = section.get("methods", {}).get(method) if method else None
+    n_rows = len(table.rows) + (1 if table.average else 0)
+    if entry is None:
+        note = f"{section.get('source', 'the paper')} has no row for {table.trainer}"
+        return [["", "", ""] for _ in range(n_rows)], [note]
+    per_ds = entry.get("datasets", {})
+    cells = []
+    for row in table.rows:
+        p = per_ds.get(row.dataset)
+        cells.append([f"{p['base']:.2f}", f"{p['new']:.2f}", f"{p['h']:.2f}"] if p else ["", "", ""])
+    notes = [f"Paper: {section.get('source', '')}, {method} ({section.get('setting', '')})."]
+    avg = table.average
+    if avg:
+        ours = set(avg["datasets"])
+        printed = entry.get("average")
+        if printed and set(per_ds) <= ours:
+            mark = UNRELIABLE_MARK if printed.get("unreliable") else ""
+            cells.append([f"{printed[k]:.2f}{mark}" for k in ("base", "new", "h")])
+            if mark:
+                notes.append(f"{UNRELIABLE_MARK} {method}'s printed average: {printed.get('note', 'unreliable')}")
+        else:
+            shared = [d for d in avg["datasets"] if d in per_ds]
+            if shared:
+                b = float(np.mean([per_ds[d]["base"] for d in shared]))
+                n = float(np.mean([per_ds[d]["new"] for d in shared]))
+                cells.append([f"{b:.2f}{SUBSET_MARK}", f"{n:.2f}{SUBSET_MARK}",
+                              f"{harmonic_mean(b, n):.2f}{SUBSET_MARK}"])
+                notes.append(f"{SUBSET_MARK} mean of the paper's rows for the {len(shared)} dataset(s) of this "
+                             f"average ({', '.join(shared)}); H of those means")
+            else:
+                cells.append(["", "", ""])
+    return cells, notes
+
+
+def table_rows(table: Base2NewTable, paper: Optional[dict] = None) -> List[List[str]]:
     rows = [[r.dataset, _fmt(r.base.mean, r.base.spread), _fmt(r.new.mean, r.new.spread),
              _fmt(r.h, r.h_spread), _seeds_cell(r)] for r in table.rows]
     avg = table.average
     if avg:
         name = "Average" if avg["n_datasets"] == avg["of"] else f"Average ({avg['n_datasets']}/{avg['of']} datasets)"
         rows.append([name, f"{avg['base']:.2f}", f"{avg['new']:.2f}", f"{avg['h']:.2f}", ""])
+    if paper is not None:
+        cells, _ = paper_base2new_rows(table, paper)
+        rows = [r + c for r, c in zip(rows, cells)]
     return rows
 
 
-def format_base2new(tables: Sequence[Base2NewTable], tablefmt: str = "github", markdown: bool = False) -> str:
-    """The tables as text (tabulate); ``markdown`` adds ``###`` headings for a .md file."""
+def _missing_lines(runs: Sequence[Run], markdown: bool) -> List[str]:
+    if not runs:
+        return []
+    return ["", f"Missing runs (not averaged): {len(runs)}"] + [
+        f"{'- ' if markdown else '  '}{r.path}: {r.problem}" for r in runs]
+
+
+def format_base2new(tables: Sequence[Base2NewTable], tablefmt: str = "github", markdown: bool = False,
+                    paper: Optional[dict] = None) -> str:
+    """The tables as text (tabulate); ``markdown`` adds ``###`` headings; ``paper`` adds the published columns."""
     from tabulate import tabulate
 
     blocks = []
     for table in tables:
         lines = [("### " if markdown else "") + table.title, ""]
-        lines.append(tabulate(table_rows(table), headers=HEADERS, tablefmt=tablefmt, disable_numparse=True))
-        missing = [r for row in table.rows for r in row.missing]
-        if missing:
-            lines.append("")
-            lines.append(f"Missing runs (not averaged): {len(missing)}")
-            lines += [f"{'- ' if markdown else '  '}{r.path}: {r.problem}" for r in missing]
+        headers = HEADERS + (PAPER_HEADERS if paper is not None else [])
+        lines.append(tabulate(table_rows(table, paper), headers=headers, tablefmt=tablefmt, disable_numparse=True))
+        if table.cfg == PER_DATASET:
+            lines += ["", _recipes_line((r.dataset, r.cfg) for r in table.rows)]
+        if paper is not None:
+            lines += [""] + paper_base2new_rows(table, paper)[1]
+        lines += _missing_lines([r for row in table.rows for r in row.missing], markdown)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 
-def write_csv(tables: Sequence[Base2NewTable], path: str) -> str:
-    """Numbers, not strings: one line per dataset (and Average) per table."""
+def write_csv(tables: Sequence[Base2NewTable], path: str, paper: Optional[dict] = None) -> str:
+    """Numbers, not strings: one line per dataset (and Average) per table; ``paper`` adds paper_* columns."""
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["shots", "trainer", "cfg", "dataset", "base_mean", "base_spread", "new_mean", "new_spread",
-                         "h", "h_spread", "n_base", "n_new", "spread"])
+                         "h", "h_spread", "n_base", "n_new", "spread"]
+                        + (["paper_base", "paper_new", "paper_h"] if paper is not None else []))
         for t in tables:
             kind = "ci95" if t.ci95 else "std"
-            for r in t.rows:
-                writer.writerow([t.shots, t.trainer, t.cfg, r.dataset, _num(r.base.mean), _num(r.base.spread),
-                                 _num(r.new.mean), _num(r.new.spread), _num(r.h), _num(r.h_spread), r.base.n,
-                                 r.new.n, kind])
+            extra = paper_base2new_rows(t, paper)[0] if paper is not None else None
+            lines = [[t.shots, t.trainer, r.cfg or t.cfg, r.dataset, _num(r.base.mean), _num(r.base.spread),
+                      _num(r.new.mean), _num(r.new.spread), _num(r.h), _num(r.h_spread), r.base.n, r.new.n, kind]
+                     for r in t.rows]
             avg = t.average
             if avg:
-                writer.writerow([t.shots, t.trainer, t.cfg, "Average", _num(avg["base"]), "", _num(avg["new"]), "",
-                                 _num(avg["h"]), "", "", "", kind])
+                lines.append([t.shots, t.trainer, t.cfg, "Average", _num(avg["base"]), "", _num(avg["new"]), "",
+                              _num(avg["h"]), "", "", "", kind])
+            for i, line in enumerate(lines):
+                if extra is not None:  # numbers only: the marks are explained in the text tables
+                    line += [c.rstrip(UNRELIABLE_MARK + SUBSET_MARK) for c in extra[i]]
+                writer.writerow(line)
     return path
 
 
-def _num(x: float) -> str:
-    return "" if x is None or math.isnan(x) else f"{x:.4f}"
-
-
-def write_markdown(tables: Sequence[Base2NewTable], path: str) -> str:
+def write_markdown(tables: Sequence[Base2NewTable], path: str, paper: Optional[dict] = None) -> str:
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        f.write(format_base2new(tables, tablefmt="github", markdown=True) + "\n")
+        f.write(format_base2new(tables, tablefmt="github", markdown=True, paper=paper) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Few-shot and transfer (xd / dg) tables: rows x columns of cells
+# ------------------------------------------------------------------------------------------------------------
+@dataclass
+class GridRow:
+    """A row of cells keyed by column; a published row has ``published`` numbers instead of cells."""
+
+    label: str
+    cells: Dict[str, Cell] = field(default_factory=dict)
+    trainer: str = ""
+    cfg: Optional[str] = None
+    published: Optional[Dict[str, float]] = None  # paper rows only
+
+    def mean(self, column: str) -> float:
+        if self.published is not None:
+            return self.published.get(column, float("nan"))
+        cell = self.cells.get(column)
+        return cell.mean if cell else float("nan")
+
+    @property
+    def missing(self) -> List[Run]:
+        return [r for c in self.cells.values() for r in c.missing]
+
+
+@dataclass
+class GridTable:
+    """Few-shot (rows: datasets + an Average row; columns: shots) or xd / dg (rows: trainer / cfg; columns: the
+    source, each target and the target average)."""
+
+    protocol: str  # "fewshot" | "xd" | "dg"
+    root: str
+    trainer: str  # fewshot: the trainer; xd/dg: "" (one row per trainer)
+    cfg: str  # fewshot: cfg or PER_DATASET; xd/dg: ""
+    shots: str  # xd/dg: the source's shots folder; fewshot: ""
+    source: str  # xd/dg only
+    columns: List[str]  # fewshot: shots folders; xd/dg: the source then the targets
+    rows: List[GridRow]
+    ci95: bool = False
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def targets(self) -> List[str]:
+        return self.columns[1:] if self.protocol != "fewshot" else []
+
+    @property
+    def title(self) -> str:
+        sp = "95% CI" if self.ci95 else "std"
+        if self.protocol == "fewshot":
+            return f"Few-shot (all classes): {self.trainer} / {self.cfg} (accuracy, mean ± {sp} over seeds)"
+        what = "Cross-dataset" if self.protocol == "xd" else "Domain generalisation"
+        return (f"{what}: trained on {self.source} ({self.shots.replace('_', ' ')}), evaluated on each target "
+                f"(accuracy, mean ± {sp} over seeds; Target avg = mean of the target means)")
+
+    def column_average(self, column: str) -> tuple:
+        """Fewshot Average row: (mean of the dataset means that have this column, how many, of how many)."""
+        vals = [r.mean(column) for r in self.rows if r.published is None and not math.isnan(r.mean(column))]
+        n_rows = sum(1 for r in self.rows if r.published is None)
+        return (float(np.mean(vals)) if vals else float("nan")), len(vals), n_rows
+
+    def target_average(self, row: GridRow) -> tuple:
+        """xd/dg Target avg: (mean of the row's target means that exist, how many, of how many targets)."""
+        vals = [row.mean(c) for c in self.targets if not math.isnan(row.mean(c))]
+        return (float(np.mean(vals)) if vals else float("nan")), len(vals), len(self.targets)
+
+
+def _partial(mean: float, k: int, n: int) -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.2f}" if k == n else f"{mean:.2f} ({k}/{n})"
+
+
+def _seed_counts(row: GridRow) -> str:
+    counts = sorted({c.n for c in row.cells.values()})
+    if row.published is not None:
+        return "paper"
+    if not counts:
+        return "0"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
+def _column_header(table: GridTable, column: str) -> str:
+    if table.protocol == "fewshot":
+        k = column[len("shots_"):]
+        return f"{k} shot" + ("" if k == "1" else "s")
+    return f"{column} (source)" if column == table.source else column
+
+
+def grid_headers(table: GridTable) -> List[str]:
+    first = "Dataset" if table.protocol == "fewshot" else "Method"
+    extra = [] if table.protocol == "fewshot" else ["Target avg"]
+    return [first] + [_column_header(table, c) for c in table.columns] + extra + ["Seeds"]
+
+
+def grid_rows(table: GridTable) -> List[List[str]]:
+    out = []
+    for row in table.rows:
+        if row.published is not None:
+            cells = [f"{row.published[c]:.2f}" if c in row.published else "" for c in table.columns]
+        else:
+            cells = [_fmt(row.cells[c].mean, row.cells[c].spread) if c in row.cells else "-" for c in table.columns]
+        if table.protocol != "fewshot":
+            cells.append(_partial(*table.target_average(row)))
+        out.append([row.label] + cells + [_seed_counts(row)])
+    if table.protocol == "fewshot" and len(table.rows) > 1:
+        out.append(["Average"] + [_partial(*table.column_average(c)) for c in table.columns] + [""])
+    return out
+
+
+def format_grids(tables: Sequence[GridTable], tablefmt: str = "github", markdown: bool = False) -> str:
+    """Few-shot / xd / dg tables as text (tabulate); ``markdown`` adds ``###`` headings."""
+    from tabulate import tabulate
+
+    blocks = []
+    for table in tables:
+        lines = [("### " if markdown else "") + table.title, ""]
+        lines.append(tabulate(grid_rows(table), headers=grid_headers(table), tablefmt=tablefmt,
+                              disable_numparse=True))
+        if table.protocol == "fewshot" and table.cfg == PER_DATASET:
+            lines += ["", _recipes_line((r.label, r.cfg) for r in table.rows)]
+        if table.notes:
+            lines += [""] + table.notes
+        lines += _missing_lines([r for row in table.rows for r in row.missing], markdown)
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def collect_fewshot(root: str, datasets: Optional[Iterable[str]] = None, trainer: Optional[str] = None,
+                    cfg: Optional[str] = None, shots: Optional[Iterable] = None,
+                    seeds: Optional[Iterable[int]] = None, keyword: str = "accuracy", ci95: bool = False,
+                    log_only: bool = False) -> List[GridTable]:
+    """Walk ``ROOT/<ds>/shots_<K>/<T>/<cfg>/seed<S>`` (ROOT = output/fewshot) into one table per (T, cfg group).
+
+    A run counts only if its results.json (when there is one) says ``subsample_classes: all`` and the folder's K.
+    """
+    if osp.isdir(osp.join(root, "fewshot")):
+        root = osp.join(root, "fewshot")
+    if not osp.isdir(root):
+        raise NoResultsError(f"no complete runs under {root}: no such folder")
+    want_ds = set(datasets) if datasets else None
+    want_shots = {_shots_label(k) for k in shots} if shots else None
+    want_seeds = [int(s) for s in seeds] if seeds is not None else None
+    found: Dict[tuple, Dict[str, Dict[str, str]]] = {}  # (T, group) -> ds -> shots folder -> cfg
+    for ds, shots_name, t_name, cfg_name, _ in _iter_cfg_dirs(root, want_ds, want_shots, trainer, cfg):
+        group = cfg_name if cfg else recipe_group(t_name, ds, cfg_name)
+        found.setdefault((t_name, group), {}).setdefault(ds, {})[shots_name] = cfg_name
+    if want_ds and want_shots and trainer and cfg:  # asked for by name: absent runs are listed as missing
+        for ds in want_ds:
+            for k in want_shots:
+                found.setdefault((trainer, cfg), {}).setdefault(ds, {}).setdefault(k, cfg)
+    tables = []
+    for (t_name, group), per_ds in sorted(found.items()):
+        columns = sorted({k for shots_map in per_ds.values() for k in shots_map}, key=_shots_number)
+        rows = []
+        for ds in sorted(per_ds, key=_dataset_sort_key):
+            cells = {k: _read_cell(osp.join(root, ds, k, t_name, c), want_seeds,
+                                   {"subsample_classes": "all", "num_shots": int(_shots_number(k))},
+                                   keyword, ci95, log_only)
+                     for k, c in per_ds[ds].items()}
+            rows.append(GridRow(ds, cells, t_name, next(iter(per_ds[ds].values()))))
+        tables.append(GridTable("fewshot", root, t_name, group, "", "", columns, rows, ci95))
+    if not any(c.n for t in tables for r in t.rows for c in r.cells.values()):
+        raise _no_results(root, (("dataset", ",".join(sorted(want_ds)) if want_ds else None), ("trainer", trainer),
+                                 ("cfg", cfg), ("seeds", want_seeds)),
+                          [r for t in tables for row in t.rows for r in row.missing])
+    return tables
+
+
+def trained_on(model_dir) -> Optional[str]:
+    """The source dataset of an xd/dg model dir (``.../train/<source>/shots_<K>/<T>/<cfg>/seed<S>``), else None."""
+    if not model_dir:
+        return None
+    parts = osp.normpath(str(model_dir)).replace("\\", "/").split("/")
+    return parts[-5] if len(parts) >= 6 and parts[-6] == "train" else None
+
+
+def _paper_transfer_row(paper: dict, protocol: str, trainer: str, source: str, columns: Sequence[str]):
+    """A published row for ``trainer`` in the ``protocol`` table of the paper, or ``(None, note)``."""
+    section = paper.get(protocol)
+    if not section:
+        return None, f"The paper has no {protocol} table: nothing to put beside these rows."
+    if section.get("source_dataset") not in (None, source):
+        return None, f"{section['source']} trains on {section['source_dataset']}, not {source}."
+    method = paper_method(paper, trainer)
+    numbers = section.get("methods", {}).get(method) if method else None
+    if numbers is None:
+        return None, f"{section['source']} has no row for {trainer}."
+    shown = {c: numbers[c] for c in columns if c in numbers}
+    return GridRow(f"{method} (paper)", trainer=trainer, cfg="paper", published=shown), None
+
+
+def collect_transfer(root: str, protocol: str, source: Optional[str] = None, targets: Optional[Iterable[str]] = None,
+                     trainer: Optional[str] = None, cfg: Optional[str] = None, shots=None,
+                     seeds: Optional[Iterable[int]] = None, keyword: str = "accuracy", ci95: bool = False,
+                     log_only: bool = False, paper: Optional[dict] = None) -> List[GridTable]:
+    """Walk ``ROOT/train/<source>/...`` and ``ROOT/test/<target>/...`` (ROOT = output/xd or output/dg) into one table
+    per (source, shots): a row per (trainer, cfg) trained on that source, a column for the source and each target.
+
+    A target run counts only if its results.json (when there is one) loaded a model trained on that source (or
+    none: zero-shot). ``paper`` adds the published row of each trainer (``paper_results.json``).
+    """
+    proot = _resolve_protocol_root(root, protocol, ("train", "test"))
+    train_root, test_root = osp.join(proot, "train"), osp.join(proot, "test")
+    want_shots = {_shots_label(shots)} if shots is not None else None
+    want_seeds = [int(s) for s in seeds] if seeds is not None else None
+    groups: Dict[tuple, List[tuple]] = {}  # (source, shots) -> [(T, cfg)]
+    for src, shots_name, t_name, cfg_name, _ in _iter_cfg_dirs(train_root, {source} if source else None,
+                                                                want_shots, trainer, cfg):
+        groups.setdefault((src, shots_name), []).append((t_name, cfg_name))
+    if source and trainer and cfg and want_shots and not groups:
+        groups[(source, next(iter(want_shots)))] = [(trainer, cfg)]
+    tables = []
+    for (src, shots_name), members in sorted(groups.items()):
+        if targets:
+            cols = [t for t in dict.fromkeys(targets) if t != src]
+        else:
+            cols = sorted({ds for ds, _, t_name, cfg_name, _ in _iter_cfg_dirs(test_root, None, {shots_name})
+                           if ds != src and (t_name, cfg_name) in members}, key=_dataset_sort_key)
+        k = int(_shots_number(shots_name)) if math.isfinite(_shots_number(shots_name)) else None
+        expect: Dict[str, object] = {"subsample_classes": "all"}
+        if k is not None:
+            expect["num_shots"] = k
+
+        def from_source(run: Run, src=src) -> Optional[str]:
+            got = trained_on(run.record.get("model_dir"))
+            return None if got in (None, src) else f"evaluated a model trained on {got}, not {src}"
+
+        by_trainer: Dict[str, List[str]] = {}
+        for t_name, cfg_name in sorted(members):
+            by_trainer.setdefault(t_name, []).append(cfg_name)
+        rows, notes = [], []
+        for t_name, cfg_names in by_trainer.items():
+            for cfg_name in cfg_names:
+                cells = {src: _read_cell(osp.join(train_root, src, shots_name, t_name, cfg_name), want_seeds, expect,
+                                         keyword, ci95, log_only)}
+                for target in cols:
+                    cells[target] = _read_cell(osp.join(test_root, target, shots_name, t_name, cfg_name),
+                                               want_seeds, expect, keyword, ci95, log_only, check=from_source)
+                rows.append(GridRow(f"{t_name} / {cfg_name}", cells, t_name, cfg_name))
+            if paper is not None:  # the published row goes after that trainer's rows
+                prow, note = _paper_transfer_row(paper, protocol, t_name, src, [src] + cols)
+                if prow is not None:
+                    rows.append(prow)
+                elif note not in notes:
+                    notes.append(note)
+        if any(r.published is not None for r in rows):
+            notes.insert(0, f"Paper rows: {paper[protocol]['source']} ({paper[protocol].get('setting', '')}).")
+        tables.append(GridTable(protocol, proot, "", "", shots_name, src, [src] + cols, rows, ci95, notes))
+    if not any(c.n for t in tables for r in t.rows for c in r.cells.values()):
+        raise _no_results(proot, (("source", source), ("trainer", trainer), ("cfg", cfg),
+                                  ("shots", next(iter(want_shots)) if want_shots else None), ("seeds", want_seeds)),
+                          [r for t in tables for row in t.rows for r in row.missing])
+    return tables
+
+
+def write_grid_csv(tables: Sequence[GridTable], path: str) -> str:
+    """Long format, numbers only: one line per cell (and per Average / Target avg)."""
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["protocol", "source", "shots", "trainer", "cfg", "row", "column", "mean", "spread", "n",
+                         "spread_kind"])
+        for t in tables:
+            kind = "ci95" if t.ci95 else "std"
+            for row in t.rows:
+                for c in t.columns:
+                    shots = c if t.protocol == "fewshot" else t.shots
+                    if row.published is not None:
+                        if c in row.published:
+                            writer.writerow([t.protocol, t.source, shots, row.trainer, "paper", row.label, c,
+                                             _num(row.published[c]), "", "", ""])
+                    elif c in row.cells:
+                        cell = row.cells[c]
+                        writer.writerow([t.protocol, t.source, shots, row.trainer, row.cfg, row.label, c,
+                                         _num(cell.mean), _num(cell.spread), cell.n, kind])
+                if t.protocol != "fewshot":
+                    mean, k, n = t.target_average(row)
+                    writer.writerow([t.protocol, t.source, t.shots, row.trainer, row.cfg or "", row.label,
+                                     "target_avg", _num(mean), "", f"{k}/{n}", ""])
+            if t.protocol == "fewshot":
+                for c in t.columns:
+                    mean, k, n = t.column_average(c)
+                    writer.writerow([t.protocol, "", c, t.trainer, t.cfg, "Average", c, _num(mean), "", f"{k}/{n}",
+                                     ""])
+    return path
+
+
+def write_grid_markdown(tables: Sequence[GridTable], path: str) -> str:
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(format_grids(tables, tablefmt="github", markdown=True) + "\n")
     return path
 
 
@@ -584,32 +1050,77 @@ def _add_summarize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-only", action="store_true", help="ignore results.json, parse log.txt only (as CoOp)")
 
 
+def _add_table_args(p: argparse.ArgumentParser, protocol: str) -> None:
+    p.add_argument("root", nargs="?", default=osp.join("output", protocol),
+                   help=f"output/{protocol} (or output); default: %(default)s")
+    p.add_argument("--trainer", default=None)
+    p.add_argument("--cfg", default=None, help="only this recipe (default: all; a trainer's per-dataset default "
+                                               "recipes share one table)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds (others are ignored)")
+    p.add_argument("--ci95", action="store_true", help="report the 95%% confidence interval instead of the std")
+    p.add_argument("--keyword", default="accuracy")
+    p.add_argument("--log-only", action="store_true", help="ignore results.json, parse log.txt only")
+    p.add_argument("--format", default="github", choices=["github", "plain", "simple", "grid", "pipe"],
+                   help="tabulate table format (default: github)")
+    p.add_argument("--csv", default=None, help="also write the numbers to this CSV file")
+    p.add_argument("--markdown", default=None, help="also write the tables to this Markdown file")
+    if protocol in ("base2new", "xd", "dg"):
+        p.add_argument("--paper", action="store_true",
+                       help="put the published numbers beside ours (dasslite/paper_results.json)")
+        p.add_argument("--paper-file", default=None, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dasslite.results", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_summarize_args(sub.add_parser("summarize", help="mean ± std over the runs in a folder (parse_test_res)"))
     b = sub.add_parser("base2new", help="Base / New / H table of an output/base2new tree")
-    b.add_argument("root", nargs="?", default=osp.join("output", "base2new"),
-                   help="output/base2new (or output); default: %(default)s")
+    _add_table_args(b, "base2new")
     b.add_argument("--dataset", nargs="+", default=None, help="only these dataset folders")
-    b.add_argument("--trainer", default=None)
-    b.add_argument("--cfg", default=None)
     b.add_argument("--shots", default=None, help="K, or the folder name shots_K")
-    b.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds (others are ignored)")
-    b.add_argument("--ci95", action="store_true", help="report the 95%% confidence interval instead of the std")
-    b.add_argument("--keyword", default="accuracy")
-    b.add_argument("--log-only", action="store_true", help="ignore results.json, parse log.txt only")
-    b.add_argument("--format", default="github", choices=["github", "plain", "simple", "grid", "pipe"],
-                   help="tabulate table format (default: github)")
-    b.add_argument("--csv", default=None, help="also write the numbers to this CSV file")
-    b.add_argument("--markdown", default=None, help="also write the tables to this Markdown file")
+    f = sub.add_parser("fewshot", help="few-shot curves (a column per shot count) of an output/fewshot tree")
+    _add_table_args(f, "fewshot")
+    f.add_argument("--dataset", nargs="+", default=None, help="only these dataset folders")
+    f.add_argument("--shots", nargs="+", default=None, help="only these shot counts")
+    for name, what in (("xd", "cross-dataset"), ("dg", "domain generalisation")):
+        t = sub.add_parser(name, help=f"{what} table (source and targets) of an output/{name} tree")
+        _add_table_args(t, name)
+        t.add_argument("--source", default=None, help="only this training dataset (default: every one)")
+        t.add_argument("--targets", nargs="+", default=None, help="these target columns (default: all found)")
+        t.add_argument("--shots", default=None, help="K, or the folder name shots_K")
     return parser
+
+
+TABLE_COMMANDS = ("base2new", "fewshot", "xd", "dg")
+
+
+def _table_command(args) -> None:
+    paper = load_paper(args.paper_file) if getattr(args, "paper", False) else None
+    common = dict(trainer=args.trainer, cfg=args.cfg, seeds=args.seeds, keyword=args.keyword, ci95=args.ci95,
+                  log_only=args.log_only)
+    if args.command == "base2new":
+        tables = collect_base2new(args.root, args.dataset, shots=args.shots, **common)
+        print(format_base2new(tables, tablefmt=args.format, paper=paper))
+        written = [(args.csv, write_csv, "CSV"), (args.markdown, write_markdown, "Markdown")]
+        for path, writer, what in written:
+            if path:
+                print(f"{what} written to {writer(tables, path, paper=paper)}")
+        return
+    if args.command == "fewshot":
+        tables = collect_fewshot(args.root, args.dataset, shots=args.shots, **common)
+    else:
+        tables = collect_transfer(args.root, args.command, source=args.source, targets=args.targets,
+                                  shots=args.shots, paper=paper, **common)
+    print(format_grids(tables, tablefmt=args.format))
+    for path, writer, what in ((args.csv, write_grid_csv, "CSV"), (args.markdown, write_grid_markdown, "Markdown")):
+        if path:
+            print(f"{what} written to {writer(tables, path)}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("summarize", "base2new", "-h", "--help"):
+    if argv and argv[0] not in ("summarize", *TABLE_COMMANDS, "-h", "--help"):
         argv = ["summarize"] + argv  # `python -m dasslite.results DIR ...` == parse_test_res.py DIR ...
     args = build_parser().parse_args(argv)
     try:
@@ -624,13 +1135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(format_summary(summarize(args.directory, args.keyword, args.test_log, args.ci95,
                                                args.log_only)))
         else:
-            tables = collect_base2new(args.root, args.dataset, args.trainer, args.cfg, args.shots, args.seeds,
-                                      args.keyword, args.ci95, args.log_only)
-            print(format_base2new(tables, tablefmt=args.format))
-            if args.csv:
-                print(f"CSV written to {write_csv(tables, args.csv)}")
-            if args.markdown:
-                print(f"Markdown written to {write_markdown(tables, args.markdown)}")
+            _table_command(args)
     except NoResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,21 +1,43 @@
 """Protocol sweeps behind ``scripts/``: plan the train.py runs of a protocol, run them, print the table.
 
-    python -m dasslite.sweep base2new --trainer CoOp --dataset eurosat --shots 16 --seeds 1 2 3 \
-        [--cfg vit_b16_ctxv1] [--data DATA] [--output output] [--load-epoch E] [--gpus 0,1] [--dry-run] \
-        [-- KEY VALUE ...]
+    python -m dasslite.sweep base2new --trainer T --dataset D [--shots 16] [COMMON] [-- KEY VALUE ...]
+    python -m dasslite.sweep fewshot  --trainer T --dataset D [--shots 1 2 4 8 16] [COMMON] [-- KEY VALUE ...]
+    python -m dasslite.sweep xd       --trainer T [--source imagenet] [--targets D ...] [--shots 16] [COMMON] [-- ...]
+    python -m dasslite.sweep dg       --trainer T [--source imagenet] [--targets D ...] [--shots 16] [COMMON] [-- ...]
+    COMMON: [--seeds 1 2 3] [--cfg C] [--data DATA] [--output output] [--load-epoch E] [--gpus 0,1] [--dry-run]
+            [--zero-shot] [--ci95]   (fewshot has no --load-epoch: it evaluates nothing after training)
 
-Base-to-new (CoCoOp's protocol, CoOp's folder layout), for each seed S:
+Every protocol loops over the seeds; ``<T>`` is the trainer, ``<cfg>`` the recipe, ``<K>`` the shots:
+
+base2new (CoCoOp's protocol, CoOp's folder layout), for each seed S:
   1. train on the base classes into  ``<output>/base2new/train_base/<ds>/shots_<K>/<T>/<cfg>/seed<S>``
      (opts ``DATASET.NUM_SHOTS K DATASET.SUBSAMPLE_CLASSES base``);
   2. ``--eval-only`` on the new classes from that model dir into ``<output>/base2new/test_new/...``
      (``DATASET.SUBSAMPLE_CLASSES new``; the latest checkpoint unless ``--load-epoch``).
-  Zero-shot trainers (ZeroshotCLIP, ZeroshotCLIP2, or ``--zero-shot``) train nothing: both steps are
-  ``--eval-only`` runs without a model dir, on base (into ``train_base/``) and on new (into ``test_new/``).
-Then the Base / New / H table of those seeds is printed (``dasslite.results``).
+fewshot (CoOp's few-shot curves), for each K in ``--shots`` (default 1 2 4 8 16) and seed S: train on all classes
+  into ``<output>/fewshot/<ds>/shots_<K>/<T>/<cfg>/seed<S>`` (``DATASET.SUBSAMPLE_CLASSES all``); the test after
+  training is the result.
+xd (cross-dataset) and dg (domain generalisation), for each seed S:
+  1. train once on the source (``--source``, default imagenet; 16 shots, all classes) into
+     ``<output>/<xd|dg>/train/<source>/shots_<K>/<T>/<cfg>/seed<S>``; its own test is the "source" column;
+  2. ``--eval-only --model-dir <that folder>`` on each target into ``<output>/<xd|dg>/test/<target>/shots_<K>/...``,
+     each after its training. Targets (``--targets``): xd the other ten of the eleven datasets, dg imagenetv2
+     imagenet_sketch imagenet_a imagenet_r. ``<cfg>`` is the source's recipe. Trainers listed in
+     ``SOURCE_BOUND_OPTS`` get ``<KEY> <source DATASET.NAME>`` on every target evaluation (MoCoOp:
+     ``TRAINER.MOCOOP.TEMPLATE_GROUPS ImageNet``: the model keeps the experts it was trained with).
+     ``demo`` is refused as a source or target: the demo world holds a single dataset.
+Zero-shot trainers (ZeroshotCLIP, ZeroshotCLIP2, or ``--zero-shot``) train nothing: every step above is an
+``--eval-only`` run without a model dir, into the same folders, with no dependencies.
+Then the protocol's table over those seeds is printed (``dasslite.results``).
+
+Recipes: ``--cfg`` (or ``CFG`` in the scripts) names one in ``configs/trainers/<T>/``. Without it the recipe comes from
+:func:`default_cfg`: ``demo`` for the demo dataset, else ``RECIPES[T][dataset]`` (the per-dataset recipes the LASP
+and MoCoOp authors ran), else ``DEFAULT_CFGS[T]``. xd/dg look up the source dataset.
 
 Re-running is safe:
   * a run whose ``results.json`` is complete is skipped ("Results exist in DIR (complete); skipping");
-    if that record names another trainer, seed, subsample or shot count, the sweep stops instead of reusing it;
+    if that record names another trainer, dataset, seed, subsample, shot count, eval-only mode or model dir, the
+    sweep stops instead of reusing it;
   * an existing folder without a complete ``results.json`` is re-run *into the same folder*: train.py resumes
     from the last checkpoint there (Dassl semantics) and an evaluation is simply repeated. Nothing is deleted;
   * a train.py that fails (non-zero exit, or exit 0 without a complete results.json) stops the sweep with an
@@ -51,13 +73,46 @@ from dasslite import results as results_mod
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ZERO_SHOT_TRAINERS = ("ZeroshotCLIP", "ZeroshotCLIP2")
+
+# A trainer's recipe where RECIPES names none for the dataset.
 DEFAULT_CFGS = {"CoOp": "vit_b16_ctxv1", "LASP": "vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32",
+                "MoCoOp": "vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32",
                 "ZeroshotCLIP": "vit_b16", "ZeroshotCLIP2": "vit_b16",
                 "CoCoOp": "vit_b16_c4_ep10_batch1_ctxv1", "KgCoOp": "vit_b16_ep100_ctxv1"}
+# Per-dataset recipes (from the LASP authors' logs; MoCoOp mirrors them, with its own ImageNet and Food101 files).
+_LASP_EP50 = "vit_b16_c4_ep50_batch32_cls_t2t_10_wcl_25_g1_b_lr32"
+_LASP_EP300 = "vit_b16_c4_ep300_batch32_cls_t2t_5_wcl_25_g1_b_lr32"
+RECIPES: Dict[str, Dict[str, str]] = {
+    "LASP": {"caltech101": _LASP_EP50, "dtd": _LASP_EP50, "ucf101": _LASP_EP50, "eurosat": _LASP_EP300,
+             "food101": "vit_b16_c4_ep10_batch1_cls_t2t_5_wcl_25_g1_b",
+             "imagenet": "vit_b16_c4_ep10_batch1_cls_t2t_5_wcl_25_g1_b"},
+    "MoCoOp": {"caltech101": _LASP_EP50, "dtd": _LASP_EP50, "ucf101": _LASP_EP50, "eurosat": _LASP_EP300,
+               "food101": "vit_b16_c4_ep10_batch32_cls_t2t_5_wcl_25_g1_b_lr32",
+               "imagenet": "vit_b16_c4_ep10_batch1_cls_t2t_5_wcl_25_g1_b_imagenet"},
+}
+# Opts a trainer needs on every evaluation on a dataset other than the one it was trained on: KEY -> the training
+# dataset's DATASET.NAME (MoCoOp's experts are the training dataset's template groups).
+SOURCE_BOUND_OPTS = {"MoCoOp": "TRAINER.MOCOOP.TEMPLATE_GROUPS"}
 # trainers without their own configs/trainers/<T>/ folder borrow another's recipes
 CONFIG_FOLDER_FALLBACK = {"ZeroshotCLIP2": "ZeroshotCLIP"}
 DEMO_DATASET = "demo"
 CONSOLE_FILE = "console.txt"
+# The eleven datasets of the base-to-new / few-shot / cross-dataset tables, and the four ImageNet variants.
+XD_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+               "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+TRANSFER_SOURCE = "imagenet"
+FEWSHOT_SHOTS = (1, 2, 4, 8, 16)
+# A run folder's path ends in <protocol>/<phase>/<ds>/shots_<K>/<T>/<cfg>/seed<S>: model dirs are compared on that
+# tail, so "output/..." and "/abs/output/..." name the same run.
+LAYOUT_DEPTH = 7
+
+
+def default_cfg(trainer: str, dataset: str) -> Optional[str]:
+    """The recipe a sweep uses without ``--cfg``: demo on the demo world, else the per-dataset, else the trainer's."""
+    if dataset == DEMO_DATASET:
+        return DEMO_DATASET
+    return RECIPES.get(trainer, {}).get(dataset) or DEFAULT_CFGS.get(trainer)
 
 
 class SweepError(RuntimeError):
@@ -71,12 +126,17 @@ class SweepUsageError(SweepError):
 # ------------------------------------------------------------------------------------------------------------
 # Jobs
 # ------------------------------------------------------------------------------------------------------------
+def layout_tail(path: str) -> List[str]:
+    """The last ``LAYOUT_DEPTH`` components of a run folder path (see LAYOUT_DEPTH)."""
+    return osp.normpath(str(path)).replace("\\", "/").split("/")[-LAYOUT_DEPTH:]
+
+
 @dataclass
 class Job:
     """One train.py invocation. ``key`` is unique in a plan; ``depends_on`` lists keys that must succeed first."""
 
     key: str
-    phase: str  # "train_base" | "test_new"
+    phase: str  # base2new: "train_base" | "test_new"; fewshot: "fewshot"; xd/dg: "train" | "test"
     seed: int
     output_dir: str
     argv: List[str]
@@ -84,6 +144,8 @@ class Job:
     expect: Dict[str, object] = field(default_factory=dict)  # results.json fields a finished run must match
     depends_on: List[str] = field(default_factory=list)
     cwd: Optional[str] = None
+    dataset: str = ""  # the dataset config name the run reads
+    model_dir: Optional[str] = None  # the trained model an evaluation loads
 
     @property
     def log_path(self) -> str:
@@ -93,14 +155,24 @@ class Job:
     def results_path(self) -> str:
         return osp.join(self.output_dir, results_mod.RESULTS_FILE)
 
+    def conflicts(self, record: dict) -> Dict[str, tuple]:
+        """``{field: (recorded, expected)}`` for every way a complete record belongs to another run."""
+        wrong = {k: (record[k], v) for k, v in self.expect.items() if k in record and record[k] != v}
+        if "model_dir" in record:
+            got = record["model_dir"] or None
+            if (got is None) != (self.model_dir is None) or (
+                    got is not None and layout_tail(got) != layout_tail(self.model_dir)):
+                wrong["model_dir"] = (record["model_dir"], self.model_dir)
+        return wrong
+
     def state(self) -> str:
         """``done`` (complete results.json), ``resume`` (folder exists, incomplete) or ``new``.
 
-        Raises SweepError when a complete record disagrees with ``expect`` (a run of another protocol).
+        Raises SweepError when a complete record disagrees with the job (a run of another protocol).
         """
         record = read_complete_record(self.results_path)
         if record is not None:
-            wrong = {k: (record[k], v) for k, v in self.expect.items() if k in record and record[k] != v}
+            wrong = self.conflicts(record)
             if wrong:
                 detail = ", ".join(f"{k}={got!r} (expected {want!r})" for k, (got, want) in wrong.items())
                 raise SweepError(f"{self.results_path} belongs to another run: {detail}. "
@@ -124,18 +196,24 @@ def read_complete_record(path: str) -> Optional[dict]:
     return record if isinstance(record, dict) and record.get("complete") is True else None
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Plans
+# ------------------------------------------------------------------------------------------------------------
 @dataclass
-class Base2NewSpec:
-    """Everything a base-to-new plan depends on, already resolved to paths."""
+class SweepSpec:
+    """Everything a plan depends on, already resolved to paths. ``dataset`` is the one trained on (xd/dg: source)."""
 
+    protocol: str
     trainer: str
     cfg: str
     dataset: str
-    shots: int
+    shots: List[int]  # one value except for fewshot
     seeds: List[int]
     data_root: str
-    dataset_config_file: str
     config_file: str
+    dataset_configs: Dict[str, str]  # dataset -> its configs/datasets/<ds>.yaml (the trained one and the targets)
+    dataset_names: Dict[str, Optional[str]] = field(default_factory=dict)  # dataset -> DATASET.NAME in that yaml
+    targets: List[str] = field(default_factory=list)  # xd/dg only
     output: str = "output"
     load_epoch: Optional[int] = None
     opts: List[str] = field(default_factory=list)  # added to every run (demo backbone + the user's extras)
@@ -144,42 +222,98 @@ class Base2NewSpec:
     train_py: str = osp.join(REPO_ROOT, "train.py")
     cwd: Optional[str] = None
 
-    def run_dir(self, phase: str, seed: int) -> str:
-        return osp.join(self.output, "base2new", phase, self.dataset, f"shots_{self.shots}", self.trainer, self.cfg,
-                        f"seed{seed}")
-
     @property
     def results_root(self) -> str:
-        return osp.join(self.output, "base2new")
+        return osp.join(self.output, self.protocol)
+
+    def run_dir(self, seed: int, phase: Optional[str] = None, dataset: Optional[str] = None,
+                shots: Optional[int] = None) -> str:
+        """``<output>/<protocol>[/<phase>]/<ds>/shots_<K>/<T>/<cfg>/seed<S>`` (fewshot has no phase folder)."""
+        parts = [self.output, self.protocol] + ([phase] if phase else [])
+        parts += [dataset or self.dataset, f"shots_{self.shots[0] if shots is None else shots}", self.trainer,
+                  self.cfg, f"seed{seed}"]
+        return osp.join(*parts)
 
 
-def plan_base2new(spec: Base2NewSpec) -> List[Job]:
-    """The jobs of a base-to-new sweep, seed by seed: train_base (or zero-shot eval on base), then test_new."""
+def _make_job(spec: SweepSpec, key: str, phase: str, seed: int, dataset: str, shots: int, subsample: str,
+              output_dir: str, model_dir: Optional[str] = None, depends_on: Sequence[str] = (),
+              extra_opts: Sequence[str] = ()) -> Job:
+    """One train.py run: an evaluation when the trainer is zero-shot or ``model_dir`` is given, else a training."""
+    eval_only = spec.zero_shot or model_dir is not None
+    argv = [spec.python, spec.train_py, "--root", spec.data_root, "--seed", str(seed), "--trainer", spec.trainer,
+            "--dataset-config-file", spec.dataset_configs[dataset], "--config-file", spec.config_file,
+            "--output-dir", output_dir]
+    if eval_only:
+        argv.append("--eval-only")
+    if model_dir is not None:
+        argv += ["--model-dir", model_dir]
+        if spec.load_epoch is not None:
+            argv += ["--load-epoch", str(spec.load_epoch)]
+    argv += ["DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", subsample, *extra_opts, *spec.opts]
+    expect: Dict[str, object] = {"trainer": spec.trainer, "seed": seed, "num_shots": shots,
+                                 "subsample_classes": subsample, "eval_only": eval_only}
+    if spec.dataset_names.get(dataset):
+        expect["dataset"] = spec.dataset_names[dataset]
+    return Job(key, phase, seed, output_dir, argv, eval_only, expect, list(depends_on), cwd=spec.cwd,
+               dataset=dataset, model_dir=model_dir)
+
+
+def plan_base2new(spec: SweepSpec) -> List[Job]:
+    """Seed by seed: train_base (or zero-shot eval on base), then test_new from that model."""
     jobs = []
+    shots = spec.shots[0]
     for seed in spec.seeds:
-        common = [spec.python, spec.train_py, "--root", spec.data_root, "--seed", str(seed), "--trainer",
-                  spec.trainer, "--dataset-config-file", spec.dataset_config_file, "--config-file", spec.config_file]
-        shots = ["DATASET.NUM_SHOTS", str(spec.shots)]
-        base_dir, new_dir = spec.run_dir("train_base", seed), spec.run_dir("test_new", seed)
-        expect = {"trainer": spec.trainer, "seed": seed, "num_shots": spec.shots}
-        base_argv = common + ["--output-dir", base_dir]
-        if spec.zero_shot:
-            base_argv += ["--eval-only"]
-        base_argv += shots + ["DATASET.SUBSAMPLE_CLASSES", "base"] + list(spec.opts)
-        base = Job(f"train_base/seed{seed}", "train_base", seed, base_dir, base_argv, spec.zero_shot,
-                   {**expect, "subsample_classes": "base"}, cwd=spec.cwd)
-        new_argv = common + ["--output-dir", new_dir, "--eval-only"]
-        depends = []
-        if not spec.zero_shot:
-            new_argv += ["--model-dir", base_dir]
-            if spec.load_epoch is not None:
-                new_argv += ["--load-epoch", str(spec.load_epoch)]
-            depends = [base.key]
-        new_argv += shots + ["DATASET.SUBSAMPLE_CLASSES", "new"] + list(spec.opts)
-        new = Job(f"test_new/seed{seed}", "test_new", seed, new_dir, new_argv, True,
-                  {**expect, "subsample_classes": "new"}, depends, cwd=spec.cwd)
+        base_dir = spec.run_dir(seed, "train_base")
+        base = _make_job(spec, f"train_base/seed{seed}", "train_base", seed, spec.dataset, shots, "base", base_dir)
+        model = None if spec.zero_shot else base_dir
+        new = _make_job(spec, f"test_new/seed{seed}", "test_new", seed, spec.dataset, shots, "new",
+                        spec.run_dir(seed, "test_new"), model_dir=model, depends_on=[base.key] if model else [])
         jobs += [base, new]
     return jobs
+
+
+def plan_fewshot(spec: SweepSpec) -> List[Job]:
+    """Shots by shots, seed by seed: one training on all classes each (a zero-shot eval for zero-shot trainers)."""
+    return [_make_job(spec, f"shots_{k}/seed{seed}", "fewshot", seed, spec.dataset, k, "all",
+                      spec.run_dir(seed, shots=k))
+            for k in spec.shots for seed in spec.seeds]
+
+
+def source_bound_opts(spec: SweepSpec, target: str) -> List[str]:
+    """``SOURCE_BOUND_OPTS`` of the trainer for an evaluation on ``target`` (none on the training dataset itself)."""
+    key = SOURCE_BOUND_OPTS.get(spec.trainer)
+    if key is None or target == spec.dataset:
+        return []
+    name = spec.dataset_names.get(spec.dataset)
+    if not name:
+        raise SweepUsageError(f"{spec.trainer} evaluations on other datasets need {key} <DATASET.NAME of "
+                              f"{spec.dataset}>, but {spec.dataset_configs[spec.dataset]} has no DATASET.NAME")
+    return [key, name]
+
+
+def plan_transfer(spec: SweepSpec) -> List[Job]:
+    """xd / dg, seed by seed: train on the source, then evaluate that model on every target."""
+    jobs = []
+    shots = spec.shots[0]
+    for seed in spec.seeds:
+        train_dir = spec.run_dir(seed, "train")
+        train = _make_job(spec, f"train/seed{seed}", "train", seed, spec.dataset, shots, "all", train_dir)
+        jobs.append(train)
+        model = None if spec.zero_shot else train_dir
+        for target in spec.targets:
+            jobs.append(_make_job(spec, f"test/{target}/seed{seed}", "test", seed, target, shots, "all",
+                                  spec.run_dir(seed, "test", dataset=target), model_dir=model,
+                                  depends_on=[train.key] if model else [],
+                                  extra_opts=source_bound_opts(spec, target)))
+    return jobs
+
+
+PLANNERS: Dict[str, Callable[[SweepSpec], List[Job]]] = {  # the protocols
+    "base2new": plan_base2new, "fewshot": plan_fewshot, "xd": plan_transfer, "dg": plan_transfer}
+
+
+def plan(spec: SweepSpec) -> List[Job]:
+    return PLANNERS[spec.protocol](spec)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -187,8 +321,9 @@ def plan_base2new(spec: Base2NewSpec) -> List[Job]:
 # ------------------------------------------------------------------------------------------------------------
 def _describe(job: Job) -> str:
     what = "evaluate" if job.eval_only else "train"
+    where = f"{job.dataset}, " if job.dataset else ""
     sub = job.expect.get("subsample_classes", "")
-    return f"[{job.key}] {what} on {sub} classes -> {job.output_dir}"
+    return f"[{job.key}] {what} on {where}{sub} classes -> {job.output_dir}"
 
 
 def _announce_state(job: Job, state: str, out) -> None:
@@ -393,7 +528,7 @@ def make_runner(gpus: Sequence[str], env: Optional[Dict[str, str]] = None, out=N
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Resolving the command line
+# Resolving the command line (shared by every protocol)
 # ------------------------------------------------------------------------------------------------------------
 def _available(folder: str, suffix: str = ".yaml") -> List[str]:
     if not osp.isdir(folder):
@@ -416,9 +551,87 @@ def _rel(path: str, cwd: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-def resolve_base2new(args, environ: Optional[Dict[str, str]] = None,
-                     demo_world: Optional[Callable[[], object]] = None, cwd: Optional[str] = None) -> Base2NewSpec:
-    """Turn parsed CLI arguments into a spec: config files, data root (demo world or $DATA), defaults."""
+def find_dataset_config(repo_root: str, dataset: str) -> str:
+    """``configs/datasets/<dataset>.yaml`` (absolute), or SweepUsageError with the close names."""
+    folder = osp.join(repo_root, "configs", "datasets")
+    path = osp.join(folder, f"{dataset}.yaml")
+    if not osp.isfile(path):
+        options = _available(folder)
+        raise SweepUsageError(f"no dataset config {path}.{_did_you_mean(dataset, options)} "
+                              f"Available: {', '.join(options) or '(none)'}")
+    return path
+
+
+def read_dataset_name(path: str) -> Optional[str]:
+    """``DATASET.NAME`` of a dataset yaml (what train.py writes as ``dataset`` in results.json), or None."""
+    try:
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, ImportError, ValueError):
+        return None
+    node = data.get("DATASET") if isinstance(data, dict) else None
+    name = node.get("NAME") if isinstance(node, dict) else None
+    return str(name) if name else None
+
+
+def find_trainer_config(repo_root: str, trainer: str, cfg: str, config_file: Optional[str] = None) -> str:
+    """``configs/trainers/<T>/<cfg>.yaml`` (absolute; ``CONFIG_FOLDER_FALLBACK`` applies) or ``config_file``."""
+    if config_file:
+        path = osp.abspath(config_file)
+        if not osp.isfile(path):
+            raise SweepUsageError(f"no trainer config {path}")
+        return path
+    folders = [trainer] + ([CONFIG_FOLDER_FALLBACK[trainer]] if trainer in CONFIG_FOLDER_FALLBACK else [])
+    candidates = [osp.join(repo_root, "configs", "trainers", f, f"{cfg}.yaml") for f in folders]
+    path = next((c for c in candidates if osp.isfile(c)), None)
+    if path is None:
+        options = _available(osp.join(repo_root, "configs", "trainers", folders[-1]))
+        raise SweepUsageError(f"no trainer config {candidates[0]}.{_did_you_mean(cfg, options)} "
+                              f"Available for {folders[-1]}: {', '.join(options) or '(none)'}")
+    return path
+
+
+def resolve_data(is_demo: bool, data: Optional[str], environ: Dict[str, str],
+                 demo_world: Optional[Callable[[], object]] = None):
+    """``(data root, opts)``: the demo world (its root; its tiny CLIP as ``MODEL.BACKBONE.NAME``) or --data / $DATA."""
+    if is_demo:
+        if demo_world is None:
+            from dasslite.demo import ensure_demo_world as demo_world
+        print("Preparing the offline demo world (built once, then cached) ...", flush=True)
+        world = demo_world()
+        return str(world.root), ["MODEL.BACKBONE.NAME", str(world.clip_checkpoint)]
+    data_root = data or environ.get("DATA", "")
+    if not data_root:
+        raise SweepUsageError("no data root: pass --data DIR or set DATA=/path/to/datasets "
+                              "(CoOp's layout; the 'demo' dataset needs none)")
+    if not osp.isdir(data_root):
+        raise SweepUsageError(f"data root {data_root} does not exist (from {'--data' if data else '$DATA'})")
+    return osp.abspath(data_root), []
+
+
+def _transfer_datasets(args) -> tuple:
+    """xd/dg: (source, targets) with the defaults, refusing the demo world and a source among the targets."""
+    source = args.source
+    if args.targets:
+        targets = list(dict.fromkeys(args.targets))
+    elif args.protocol == "dg":
+        targets = list(DG_TARGETS)
+    else:
+        targets = [d for d in XD_DATASETS if d != source]
+    if DEMO_DATASET in [source] + targets:
+        raise SweepUsageError(f"{args.protocol} needs real datasets: the demo world is a single dataset, so there is "
+                              f"nothing to transfer to. Run base2new or fewshot on demo instead.")
+    if source in targets:
+        raise SweepUsageError(f"--targets includes the source {source}: its result comes from the training run "
+                              f"(the 'source' column); drop it from --targets")
+    return source, targets
+
+
+def resolve_spec(args, environ: Optional[Dict[str, str]] = None,
+                 demo_world: Optional[Callable[[], object]] = None, cwd: Optional[str] = None) -> SweepSpec:
+    """Turn parsed CLI arguments (any protocol) into a spec: config files, data root (demo world or $DATA), defaults."""
     environ = os.environ if environ is None else environ
     cwd = os.getcwd() if cwd is None else cwd
     repo_root = osp.abspath(args.repo_root or REPO_ROOT)
@@ -426,101 +639,101 @@ def resolve_base2new(args, environ: Optional[Dict[str, str]] = None,
     if not osp.isfile(train_py):
         raise SweepUsageError(f"train.py not found at {train_py} (use --train-py or --repo-root)")
     zero_shot = args.zero_shot or args.trainer in ZERO_SHOT_TRAINERS
-    is_demo = args.dataset == DEMO_DATASET
 
-    cfg = args.cfg or (DEMO_DATASET if is_demo else DEFAULT_CFGS.get(args.trainer))
+    if args.protocol in ("xd", "dg"):
+        dataset, targets = _transfer_datasets(args)
+    else:
+        dataset, targets = args.dataset, []
+    shots = list(args.shots) if isinstance(args.shots, list) else [args.shots]
+
+    cfg = args.cfg or default_cfg(args.trainer, dataset)
     if not cfg:
         raise SweepUsageError(f"--cfg is required for trainer {args.trainer} (a recipe name in "
                               f"configs/trainers/{args.trainer}/)")
-    ds_folder = osp.join(repo_root, "configs", "datasets")
-    ds_cfg = osp.join(ds_folder, f"{args.dataset}.yaml")
-    if not osp.isfile(ds_cfg):
-        options = _available(ds_folder)
-        raise SweepUsageError(f"no dataset config {ds_cfg}.{_did_you_mean(args.dataset, options)} "
-                              f"Available: {', '.join(options) or '(none)'}")
-    if args.config_file:
-        tr_cfg = osp.abspath(args.config_file)
-        if not osp.isfile(tr_cfg):
-            raise SweepUsageError(f"no trainer config {tr_cfg}")
-    else:
-        folders = [args.trainer] + ([CONFIG_FOLDER_FALLBACK[args.trainer]]
-                                    if args.trainer in CONFIG_FOLDER_FALLBACK else [])
-        candidates = [osp.join(repo_root, "configs", "trainers", f, f"{cfg}.yaml") for f in folders]
-        tr_cfg = next((c for c in candidates if osp.isfile(c)), None)
-        if tr_cfg is None:
-            options = _available(osp.join(repo_root, "configs", "trainers", folders[-1]))
-            raise SweepUsageError(f"no trainer config {candidates[0]}.{_did_you_mean(cfg, options)} "
-                                  f"Available for {folders[-1]}: {', '.join(options) or '(none)'}")
-
-    opts: List[str] = []
-    if is_demo:
-        if demo_world is None:
-            from dasslite.demo import ensure_demo_world as demo_world
-        print("Preparing the offline demo world (built once, then cached) ...", flush=True)
-        world = demo_world()
-        data_root = str(world.root)
-        opts += ["MODEL.BACKBONE.NAME", str(world.clip_checkpoint)]
-    else:
-        data_root = args.data or environ.get("DATA", "")
-        if not data_root:
-            raise SweepUsageError("no data root: pass --data DIR or set DATA=/path/to/datasets "
-                                  "(CoOp's layout; the 'demo' dataset needs none)")
-        if not osp.isdir(data_root):
-            raise SweepUsageError(f"data root {data_root} does not exist (from {'--data' if args.data else '$DATA'})")
-        data_root = osp.abspath(data_root)
+    ds_paths = {ds: find_dataset_config(repo_root, ds) for ds in [dataset] + targets}
+    tr_cfg = find_trainer_config(repo_root, args.trainer, cfg, args.config_file)
+    data_root, opts = resolve_data(dataset == DEMO_DATASET, args.data, environ, demo_world)
     if len(args.extra_opts) % 2:
         raise SweepUsageError(f"extra opts must be KEY VALUE pairs, got {args.extra_opts}")
     opts += list(args.extra_opts)
     seeds = list(dict.fromkeys(args.seeds))
     if any(s < 0 for s in seeds):
         raise SweepUsageError(f"seeds must be >= 0, got {seeds}")
-    return Base2NewSpec(trainer=args.trainer, cfg=cfg, dataset=args.dataset, shots=args.shots, seeds=seeds,
-                        data_root=data_root, dataset_config_file=_rel(ds_cfg, cwd), config_file=_rel(tr_cfg, cwd),
-                        output=args.output, load_epoch=args.load_epoch, opts=opts, zero_shot=zero_shot,
-                        python=args.python or sys.executable, train_py=train_py, cwd=cwd)
+    spec = SweepSpec(protocol=args.protocol, trainer=args.trainer, cfg=cfg, dataset=dataset, shots=shots,
+                     seeds=seeds, data_root=data_root, config_file=_rel(tr_cfg, cwd),
+                     dataset_configs={ds: _rel(p, cwd) for ds, p in ds_paths.items()},
+                     dataset_names={ds: read_dataset_name(p) for ds, p in ds_paths.items()}, targets=targets,
+                     output=args.output, load_epoch=getattr(args, "load_epoch", None), opts=opts,
+                     zero_shot=zero_shot, python=args.python or sys.executable, train_py=train_py, cwd=cwd)
+    for target in targets:
+        source_bound_opts(spec, target)  # fails now, not half-way, when the source yaml has no DATASET.NAME
+    return spec
 
 
-def _seed_list(values: Sequence[str]) -> List[int]:
-    seeds = []
+def _int_list(values: Sequence[str], what: str, minimum: int) -> List[int]:
+    """``["1", "2,3"]`` -> ``[1, 2, 3]``; SweepUsageError naming ``what`` otherwise."""
+    numbers = []
     for value in values:
-        for part in value.replace(",", " ").split():
+        for part in str(value).replace(",", " ").split():
             try:
-                seeds.append(int(part))
+                numbers.append(int(part))
             except ValueError:
-                raise SweepUsageError(f"not a seed: {part!r}") from None
-    if not seeds:
-        raise SweepUsageError("no seeds given")
-    return seeds
+                raise SweepUsageError(f"not a {what}: {part!r}") from None
+    if not numbers:
+        raise SweepUsageError(f"no {what}s given")
+    if any(n < minimum for n in numbers):
+        raise SweepUsageError(f"{what}s must be >= {minimum}, got {numbers}")
+    return list(dict.fromkeys(numbers))
+
+
+def _add_common_args(p: argparse.ArgumentParser, evaluates: bool = True) -> None:
+    recipes = "; ".join(f"{t}: per dataset, see sweep.RECIPES" if t in RECIPES else f"{t}: {c}"
+                        for t, c in DEFAULT_CFGS.items())
+    p.add_argument("--trainer", default="CoOp", help="trainer name (default: %(default)s)")
+    p.add_argument("--cfg", default=None, help=f"recipe in configs/trainers/<trainer>/ (default: demo for the demo "
+                                               f"dataset, else {recipes})")
+    p.add_argument("--config-file", default=None, help="explicit trainer config path (overrides --cfg's lookup; "
+                                                       "--cfg still names the output folder)")
+    p.add_argument("--seeds", nargs="+", default=["1", "2", "3"], help="seeds (default: 1 2 3; '1,2' works too)")
+    p.add_argument("--data", default=None, help="dataset root (default: $DATA; not needed for demo)")
+    p.add_argument("--output", default="output", help="output root (default: %(default)s)")
+    if evaluates:
+        p.add_argument("--load-epoch", type=int, default=None,
+                       help="checkpoint epoch the evaluations load (default: the latest)")
+    p.add_argument("--zero-shot", action="store_true",
+                   help="treat the trainer as zero-shot (eval-only runs, nothing trained); implied for "
+                        + ", ".join(ZERO_SHOT_TRAINERS))
+    p.add_argument("--gpus", default=None, help="GPU ids, e.g. 0,1,2,3: one job per GPU (default: $GPUS)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
+    p.add_argument("--ci95", action="store_true", help="the final table shows 95%% CIs instead of std")
+    p.add_argument("--repo-root", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--train-py", default=None, help="train.py to run (default: the repository's)")
+    p.add_argument("--python", default=None, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dasslite.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="protocol", required=True)
+    tail = "Everything after a lone '--' is passed to every train.py run as KEY VALUE opts."
     b = sub.add_parser("base2new", help="train on base classes, evaluate on new classes, print Base/New/H",
-                       description="Everything after a lone '--' is passed to every train.py run as KEY VALUE opts.")
-    b.add_argument("--trainer", default="CoOp", help="trainer name (default: %(default)s)")
+                       description=tail)
     b.add_argument("--dataset", required=True, help="dataset config name in configs/datasets/ (or 'demo')")
-    b.add_argument("--cfg", default=None, help="recipe in configs/trainers/<trainer>/ (default: demo for the demo "
-                                              "dataset, else " + ", ".join(f"{k}: {v}" for k, v in
-                                                                           DEFAULT_CFGS.items()) + ")")
-    b.add_argument("--config-file", default=None, help="explicit trainer config path (overrides --cfg's lookup; "
-                                                       "--cfg still names the output folder)")
     b.add_argument("--shots", type=int, default=16, help="shots per base class (default: %(default)s)")
-    b.add_argument("--seeds", nargs="+", default=["1", "2", "3"], help="seeds (default: 1 2 3; '1,2' works too)")
-    b.add_argument("--data", default=None, help="dataset root (default: $DATA; not needed for demo)")
-    b.add_argument("--output", default="output", help="output root (default: %(default)s)")
-    b.add_argument("--load-epoch", type=int, default=None,
-                   help="checkpoint epoch for the new-class evaluation (default: the latest)")
-    b.add_argument("--zero-shot", action="store_true",
-                   help="treat the trainer as zero-shot (eval-only on base and new); implied for "
-                        + ", ".join(ZERO_SHOT_TRAINERS))
-    b.add_argument("--gpus", default=None, help="GPU ids, e.g. 0,1,2,3: one job per GPU (default: $GPUS)")
-    b.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
-    b.add_argument("--ci95", action="store_true", help="the final table shows 95%% CIs instead of std")
-    b.add_argument("--repo-root", default=None, help=argparse.SUPPRESS)
-    b.add_argument("--train-py", default=None, help="train.py to run (default: the repository's)")
-    b.add_argument("--python", default=None, help=argparse.SUPPRESS)
+    _add_common_args(b)
+    f = sub.add_parser("fewshot", help="train on all classes with 1/2/4/8/16 shots, print the few-shot curve",
+                       description=tail)
+    f.add_argument("--dataset", required=True, help="dataset config name in configs/datasets/ (or 'demo')")
+    f.add_argument("--shots", nargs="+", default=[str(k) for k in FEWSHOT_SHOTS],
+                   help="shots per class (default: %(default)s; '1,2' works too)")
+    _add_common_args(f, evaluates=False)
+    for name, targets, what in (("xd", "the other ten of: " + " ".join(XD_DATASETS), "cross-dataset transfer"),
+                                ("dg", " ".join(DG_TARGETS), "domain generalisation")):
+        t = sub.add_parser(name, help=f"{what}: train on the source, evaluate on the targets", description=tail)
+        t.add_argument("--source", default=TRANSFER_SOURCE, help="dataset trained on (default: %(default)s)")
+        t.add_argument("--targets", nargs="+", default=None, help=f"datasets evaluated on (default: {targets})")
+        t.add_argument("--shots", type=int, default=16, help="shots per class on the source (default: %(default)s)")
+        _add_common_args(t)
     return parser
 
 
@@ -532,8 +745,9 @@ def parse_args(argv: Sequence[str]):
         argv, extra = argv[:i], argv[i + 1:]
     args = build_parser().parse_args(argv)
     args.extra_opts = extra
-    if args.protocol == "base2new":
-        args.seeds = _seed_list(args.seeds)
+    args.seeds = _int_list(args.seeds, "seed", 0)
+    if args.protocol == "fewshot":
+        args.shots = _int_list(args.shots, "shot count", 1)
     return args
 
 
@@ -549,22 +763,47 @@ def print_plan(jobs: Sequence[Job], out) -> None:
         print(f"  $ {job.command()}", file=out)
 
 
-def run_base2new(spec: Base2NewSpec, runner=None, dry_run: bool = False, ci95: bool = False, out=None) -> int:
+def describe_spec(spec: SweepSpec) -> str:
+    """The one-line header a sweep prints before its plan."""
+    seeds = " ".join(map(str, spec.seeds))
+    where = f"data: {spec.data_root}; output: {spec.results_root}"
+    if spec.protocol == "base2new":
+        kind = "zero-shot eval" if spec.zero_shot else "train base -> eval new"
+        return (f"base2new: {spec.trainer} / {spec.cfg} on {spec.dataset}, {spec.shots[0]} shots, seeds {seeds} "
+                f"({kind}); {where}")
+    if spec.protocol == "fewshot":
+        kind = "zero-shot eval" if spec.zero_shot else "train on all classes"
+        return (f"fewshot: {spec.trainer} / {spec.cfg} on {spec.dataset}, shots {' '.join(map(str, spec.shots))}, "
+                f"seeds {seeds} ({kind}); {where}")
+    kind = "zero-shot eval" if spec.zero_shot else "train on the source -> eval on each target"
+    return (f"{spec.protocol}: {spec.trainer} / {spec.cfg}, source {spec.dataset} ({spec.shots[0]} shots) -> "
+            f"{' '.join(spec.targets)}, seeds {seeds} ({kind}); {where}")
+
+
+def collect_tables(spec: SweepSpec, ci95: bool = False) -> str:
+    """The protocol's results table over the spec's runs, as text."""
+    common = dict(trainer=spec.trainer, cfg=spec.cfg, seeds=spec.seeds, ci95=ci95)
+    if spec.protocol == "base2new":
+        return results_mod.format_base2new(results_mod.collect_base2new(
+            spec.results_root, datasets=[spec.dataset], shots=spec.shots[0], **common))
+    if spec.protocol == "fewshot":
+        return results_mod.format_grids(results_mod.collect_fewshot(
+            spec.results_root, datasets=[spec.dataset], shots=spec.shots, **common))
+    return results_mod.format_grids(results_mod.collect_transfer(
+        spec.results_root, spec.protocol, source=spec.dataset, targets=spec.targets, shots=spec.shots[0], **common))
+
+
+def run_sweep(spec: SweepSpec, runner=None, dry_run: bool = False, ci95: bool = False, out=None) -> int:
     out = out if out is not None else sys.stdout
-    jobs = plan_base2new(spec)
-    kind = "zero-shot eval" if spec.zero_shot else "train base -> eval new"
-    print(f"base2new: {spec.trainer} / {spec.cfg} on {spec.dataset}, {spec.shots} shots, seeds "
-          f"{' '.join(map(str, spec.seeds))} ({kind}); data: {spec.data_root}; output: {spec.results_root}",
-          file=out)
+    jobs = plan(spec)
+    print(describe_spec(spec), file=out)
     if dry_run:
         print_plan(jobs, out)
         return 0
     runner = runner if runner is not None else make_runner([], out=out)
     runner.run(jobs)
-    tables = results_mod.collect_base2new(spec.results_root, datasets=[spec.dataset], trainer=spec.trainer,
-                                          cfg=spec.cfg, shots=spec.shots, seeds=spec.seeds, ci95=ci95)
     print("", file=out)
-    print(results_mod.format_base2new(tables), file=out)
+    print(collect_tables(spec, ci95), file=out)
     return 0
 
 
@@ -572,10 +811,10 @@ def main(argv: Optional[Sequence[str]] = None, demo_world=None, runner=None, env
     environ = os.environ if environ is None else environ
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        spec = resolve_base2new(args, environ=environ, demo_world=demo_world)
+        spec = resolve_spec(args, environ=environ, demo_world=demo_world)
         if runner is None and not args.dry_run:
             runner = make_runner(parse_gpus(args.gpus if args.gpus is not None else environ.get("GPUS")), env=environ)
-        return run_base2new(spec, runner=runner, dry_run=args.dry_run, ci95=args.ci95)
+        return run_sweep(spec, runner=runner, dry_run=args.dry_run, ci95=args.ci95)
     except SweepUsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

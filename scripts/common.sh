@@ -22,31 +22,67 @@ split_seeds() {
   fi
 }
 
-# base2new_sweep SCRIPT TRAINER DATASET SHOTS [SEEDS] [SWEEP OPTIONS] [-- KEY VALUE ...]
-# The whole body of a method's base2new.sh: prints SCRIPT's "Usage:" block (up to "Environment:") when DATASET or
-# SHOTS is missing; otherwise runs `python -m dasslite.sweep base2new` for TRAINER. Environment: CFG (default: the
-# sweep's recipe for TRAINER, demo on the demo dataset), LOADEP, OUTPUT (default: output); GPUS is read by the sweep.
-base2new_sweep() {
-  local script=$1 trainer=$2
-  shift 2
-  if [ $# -lt 2 ]; then
-    awk '/^# Environment:/ {exit} /^# Usage:/ {on = 1} on {sub(/^# ?/, ""); print}' "$script" >&2
-    exit 2
-  fi
-  local dataset=$1 shots=$2 seeds="1 2 3"
-  shift 2
+# print_usage SCRIPT: SCRIPT's header comment from "# Usage:" up to "# Environment:", to stderr; exit status 2.
+print_usage() {
+  awk '/^# Environment:/ {exit} /^# Usage:/ {on = 1} on {sub(/^# ?/, ""); print}' "$1" >&2
+  exit 2
+}
+
+# protocol_sweep SCRIPT PROTOCOL TRAINER [POSITIONALS] [SEEDS] [SWEEP OPTIONS] [-- KEY VALUE ...]
+# The whole body of a method's <protocol>.sh: runs `python -m dasslite.sweep PROTOCOL` for TRAINER. POSITIONALS by
+# protocol: base2new DATASET SHOTS; fewshot DATASET; xd and dg none (they train on imagenet, see --source). When one
+# is missing, SCRIPT's "Usage:" block is printed. SEEDS (default "1 2 3", also "1,2") is the next argument that is
+# not an option. Environment: CFG (default: the sweep's recipe for TRAINER and the dataset, dasslite.sweep.RECIPES;
+# demo on the demo dataset), LOADEP (not fewshot), OUTPUT (default: output); DATA and GPUS are read by the sweep.
+protocol_sweep() {
+  local script=$1 protocol=$2 trainer=$3
+  shift 3
+  local flags=()
+  case "$protocol" in
+    base2new) flags=(--dataset --shots) ;;
+    fewshot) flags=(--dataset) ;;
+    xd | dg) flags=() ;;
+    *)
+      echo "error: unknown protocol '$protocol' (base2new, fewshot, xd, dg)" >&2
+      exit 2
+      ;;
+  esac
+  local args=(--trainer "$trainer") flag
+  for flag in "${flags[@]}"; do
+    if [ $# -eq 0 ] || [ "${1#-}" != "$1" ]; then
+      print_usage "$script"
+    fi
+    args+=("$flag" "$1")
+    shift
+  done
+  local seeds="1 2 3"
   if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
     seeds=$1
     shift
+    if [ "${#flags[@]}" -eq 0 ] && [[ ! "$seeds" =~ ^[0-9,\ ]+$ ]]; then
+      echo "error: $(basename "$script") takes no DATASET (got '$seeds'): $protocol trains on the source dataset" \
+        "(--source, default imagenet) and evaluates on the targets (--targets)." >&2
+      if [ "$seeds" = demo ]; then
+        echo "The demo world is a single dataset, so there is nothing to transfer to: run base2new.sh or" \
+          "fewshot.sh on demo instead." >&2
+      fi
+      print_usage "$script"
+    fi
   fi
   split_seeds "$seeds"
-  local args=(--trainer "$trainer" --dataset "$dataset" --shots "$shots" --seeds "${SEED_ARR[@]}"
-              --output "${OUTPUT:-output}")
+  args+=(--seeds "${SEED_ARR[@]}" --output "${OUTPUT:-output}")
   if [ -n "${CFG:-}" ]; then
     args+=(--cfg "$CFG")
   fi
-  if [ -n "${LOADEP:-}" ]; then
+  if [ -n "${LOADEP:-}" ] && [ "$protocol" != fewshot ]; then
     args+=(--load-epoch "$LOADEP")
   fi
-  exec "$PYTHON" -m dasslite.sweep base2new "${args[@]}" "$@"
+  exec "$PYTHON" -m dasslite.sweep "$protocol" "${args[@]}" "$@"
+}
+
+# base2new_sweep SCRIPT TRAINER DATASET SHOTS [SEEDS] [SWEEP OPTIONS] [-- KEY VALUE ...]: protocol_sweep for base2new.
+base2new_sweep() {
+  local script=$1 trainer=$2
+  shift 2
+  protocol_sweep "$script" base2new "$trainer" "$@"
 }

@@ -297,3 +297,221 @@ def test_base2new_errors_and_outputs(b2n_tree, tmp_path, capsys):
     assert md_path.read_text().startswith("### Base-to-new: CoOp / vit_b16_ctxv1 / shots 16")
     assert R.main(["base2new", str(tmp_path / "absent")]) == 1
     assert f"no complete runs under {tmp_path / 'absent'}" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# per-dataset recipes share one base-to-new table
+# ------------------------------------------------------------------------------------------------------------
+def test_base2new_per_dataset_recipes_share_a_table(tmp_path):
+    from dasslite.sweep import RECIPES
+
+    lasp = {"eurosat": RECIPES["LASP"]["eurosat"], "dtd": RECIPES["LASP"]["dtd"]}
+    for ds, cfg in lasp.items():
+        for split, sub, acc in (("train_base", "base", 90.0), ("test_new", "new", 70.0)):
+            write_run(b2n_dir(tmp_path, split, ds, 1, "LASP", cfg), None, record(acc, sub, trainer="LASP"))
+    other = "vit_b16_c4_ep10_batch1_cls_t2t_5_wcl_25_g1_b"  # not eurosat's default: a table of its own
+    write_run(b2n_dir(tmp_path, "train_base", "eurosat", 1, "LASP", other), None, record(50.0, "base"))
+    tables = R.collect_base2new(str(tmp_path))
+    assert [(t.trainer, t.cfg) for t in tables] == [("LASP", R.PER_DATASET), ("LASP", other)]
+    shared = tables[0]
+    assert [(r.dataset, r.cfg) for r in shared.rows] == [("dtd", lasp["dtd"]), ("eurosat", lasp["eurosat"])]
+    assert shared.average["base"] == pytest.approx(90.0)
+    text = R.format_base2new(tables)
+    assert f"Recipes: dtd: {lasp['dtd']}; eurosat: {lasp['eurosat']}" in text
+    assert "LASP / per-dataset recipes / shots 16" in text
+    # missing folder of a split: listed, not silently absent
+    assert f"{os.path.join('test_new', 'eurosat', 'shots_16', 'LASP', other)}: not run (no such folder)" in text
+    # --cfg selects one recipe exactly
+    (only,) = R.collect_base2new(str(tmp_path), cfg=lasp["dtd"])
+    assert only.cfg == lasp["dtd"] and [r.dataset for r in only.rows] == ["dtd"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# published numbers
+# ------------------------------------------------------------------------------------------------------------
+ELEVEN = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",
+          "sun397", "dtd", "eurosat", "ucf101")
+
+
+def test_paper_json_contents():
+    paper = R.load_paper()
+    t1 = paper["base2new"]
+    assert t1["source"] == "MoCoOp paper, Table 1"
+    assert set(t1["methods"]) == {"CLIP", "CoOp", "CoCoOp", "LASP", "KgCoOp", "MoCoOp"}
+    for method, entry in t1["methods"].items():
+        assert tuple(entry["datasets"]) == ELEVEN, method
+    assert t1["methods"]["MoCoOp"]["average"] == {"base": 83.32, "new": 77.34, "h": 80.17}
+    assert t1["methods"]["MoCoOp"]["datasets"]["imagenet"] == {"base": 76.52, "new": 69.2, "h": 72.67}
+    assert t1["methods"]["LASP"]["datasets"]["eurosat"] == {"base": 95.0, "new": 83.37, "h": 88.86}
+    assert t1["methods"]["CLIP"]["average"] == {"base": 70.25, "new": 74.22, "h": 71.57}
+    kg = t1["methods"]["KgCoOp"]["average"]
+    assert (kg["base"], kg["new"], kg["h"]) == (73.63, 76.9, 83.22)  # as printed, not fixed
+    assert kg["unreliable"] is True and "garbled" in kg["note"]
+    assert not any(e["average"].get("unreliable") for m, e in t1["methods"].items() if m != "KgCoOp")
+    assert paper["dg"]["methods"]["MoCoOp"] == {"imagenet": 70.08, "imagenet_r": 75.88, "imagenet_a": 48.97,
+                                                "imagenet_sketch": 46.5, "imagenetv2": 61.31}
+    assert paper["topk"]["k"]["K=3"]["ucf101"] == {"base": 84.23, "new": 68.63, "h": 75.63}
+    assert R.paper_method(paper, "ZeroshotCLIP") == "CLIP" and R.paper_method(paper, "MoCoOp") == "MoCoOp"
+    assert R.paper_method(paper, "Mine") is None
+
+
+def _b2n_all(tmp_path, trainer, datasets, cfg="c"):
+    for ds in datasets:
+        write_run(b2n_dir(tmp_path, "train_base", ds, 1, trainer, cfg), None, record(80.0, "base", trainer=trainer))
+        write_run(b2n_dir(tmp_path, "test_new", ds, 1, trainer, cfg), None, record(70.0, "new", trainer=trainer))
+
+
+def test_base2new_paper_columns(tmp_path, capsys):
+    paper = R.load_paper()
+    _b2n_all(tmp_path / "a", "MoCoOp", ("eurosat", "dtd", "demo"))
+    (table,) = R.collect_base2new(str(tmp_path / "a"))
+    rows = R.table_rows(table, paper)
+    assert [r[0] for r in rows] == ["dtd", "eurosat", "demo", "Average"]
+    assert rows[0][5:] == ["81.94", "60.99", "69.93"] and rows[1][5:] == ["94.79", "85.18", "89.73"]
+    assert rows[2][5:] == ["", "", ""]  # the demo world is not in the paper
+    # a subset of the datasets: the mean of the paper's rows for those datasets, marked †
+    b, n = (81.94 + 94.79) / 2, (60.99 + 85.18) / 2
+    assert rows[3][5:] == [f"{b:.2f}†", f"{n:.2f}†", f"{2 * b * n / (b + n):.2f}†"]
+    text = R.format_base2new([table], paper=paper)
+    assert "Paper Base" in text and "† mean of the paper's rows for the 2 dataset(s) of this average (dtd, eurosat)" \
+        in text and "MoCoOp paper, Table 1" in text
+    # all eleven datasets: the printed average; KgCoOp's is marked unreliable with its note
+    _b2n_all(tmp_path / "b", "KgCoOp", ELEVEN)
+    _b2n_all(tmp_path / "b", "MoCoOp", ELEVEN)
+    _b2n_all(tmp_path / "b", "ZeroshotCLIP", ("caltech101",))
+    kg, mo, zs = R.collect_base2new(str(tmp_path / "b"))
+    assert R.table_rows(mo, paper)[-1][5:] == ["83.32", "77.34", "80.17"]
+    assert R.table_rows(kg, paper)[-1][5:] == ["73.63*", "76.90*", "83.22*"]
+    assert "* KgCoOp's printed average: Printed as 73.63 / 76.90 / 83.22" in R.format_base2new([kg], paper=paper)
+    assert R.table_rows(zs, paper)[0][5:] == ["96.84", "94.00", "95.40"]  # ZeroshotCLIP -> CLIP
+    # the CLI, with CSV numbers (marks stripped)
+    csv_path = tmp_path / "p.csv"
+    assert R.main(["base2new", str(tmp_path / "b"), "--trainer", "KgCoOp", "--paper", "--csv", str(csv_path)]) == 0
+    assert "| Paper Base" in capsys.readouterr().out
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].endswith(",paper_base,paper_new,paper_h") and lines[-1].endswith(",73.63,76.90,83.22")
+    assert R.main(["base2new", str(tmp_path / "b"), "--trainer", "KgCoOp"]) == 0
+    assert "Paper" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# few-shot tables
+# ------------------------------------------------------------------------------------------------------------
+def fs_dir(root, ds, shots, seed, trainer="CoOp", cfg="vit_b16_ctxv1"):
+    return root / "fewshot" / ds / f"shots_{shots}" / trainer / cfg / f"seed{seed}"
+
+
+def fs_record(acc, shots, seed):
+    return record(acc, "all", seed, num_shots=shots)
+
+
+def test_fewshot_table_hand_computed(tmp_path, capsys):
+    accs = {("eurosat", 1): (50.0, 52.0, 54.0), ("eurosat", 16): (80.0, 81.0, 85.0), ("dtd", 1): (40.0, 44.0)}
+    for (ds, k), values in accs.items():
+        for seed, acc in enumerate(values, 1):
+            write_run(fs_dir(tmp_path, ds, k, seed), None, fs_record(acc, k, seed))
+    write_run(fs_dir(tmp_path, "dtd", 1, 3), train_log(finished=False))  # half-finished: missing
+    write_run(fs_dir(tmp_path, "dtd", 16, 1), None, fs_record(60.0, 8, 1))  # record of another shot count
+    (table,) = R.collect_fewshot(str(tmp_path))
+    assert table.columns == ["shots_1", "shots_16"] and [r.label for r in table.rows] == ["dtd", "eurosat"]
+    dtd, eurosat = table.rows
+    assert eurosat.cells["shots_1"].mean == pytest.approx(52.0)
+    assert eurosat.cells["shots_1"].spread == pytest.approx(np.std([50, 52, 54]))
+    assert eurosat.cells["shots_16"].spread == pytest.approx(np.std([80, 81, 85]))
+    assert dtd.cells["shots_1"].n == 2 and dtd.cells["shots_16"].n == 0
+    assert "num_shots=8, expected 16" in dtd.cells["shots_16"].runs[0].problem
+    rows = R.grid_rows(table)
+    assert R.grid_headers(table) == ["Dataset", "1 shot", "16 shots", "Seeds"]
+    assert rows[0] == ["dtd", "42.00 ± 2.00", "-", "0-2"]
+    assert rows[1] == ["eurosat", "52.00 ± 1.63", f"82.00 ± {np.std([80, 81, 85]):.2f}", "3"]
+    assert rows[2] == ["Average", "47.00", "82.00 (1/2)", ""]  # (52 + 42) / 2; only eurosat has 16 shots
+    text = R.format_grids([table])
+    assert "Few-shot (all classes): CoOp / vit_b16_c4" not in text and "CoOp / vit_b16_ctxv1" in text
+    assert "Missing runs (not averaged): 2" in text
+    # ci95, filters, CLI with CSV / Markdown
+    (t95,) = R.collect_fewshot(str(tmp_path / "fewshot"), datasets=["eurosat"], shots=[1], ci95=True)
+    assert t95.columns == ["shots_1"] and t95.rows[0].cells["shots_1"].spread == pytest.approx(
+        1.96 * np.std([50, 52, 54]) / math.sqrt(3))
+    csv_path, md_path = tmp_path / "o" / "fs.csv", tmp_path / "o" / "fs.md"
+    assert R.main(["fewshot", str(tmp_path), "--csv", str(csv_path), "--markdown", str(md_path)]) == 0
+    assert "| eurosat   | 52.00 ± 1.63" in capsys.readouterr().out
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "protocol,source,shots,trainer,cfg,row,column,mean,spread,n,spread_kind"
+    assert "fewshot,,shots_1,CoOp,vit_b16_ctxv1,eurosat,shots_1,52.0000,1.6330,3,std" in lines
+    assert "fewshot,,shots_1,CoOp,vit_b16_ctxv1,Average,shots_1,47.0000,,2/2," in lines
+    assert md_path.read_text().startswith("### Few-shot (all classes): CoOp / vit_b16_ctxv1")
+    assert R.main(["fewshot", str(tmp_path / "absent")]) == 1
+    with pytest.raises(R.NoResultsError, match="no complete runs"):
+        R.collect_fewshot(str(tmp_path), trainer="LASP")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# cross-dataset / domain-generalisation tables
+# ------------------------------------------------------------------------------------------------------------
+def tr_dir(root, protocol, phase, ds, seed, trainer="CoOp", cfg="vit_b16_ctxv1"):
+    return root / protocol / phase / ds / "shots_16" / trainer / cfg / f"seed{seed}"
+
+
+def make_transfer_tree(root, protocol, targets, trainer="CoOp", cfg="vit_b16_ctxv1", base=60.0):
+    """Source: base + seed; target i: base - 10 * (i + 1) + 2 * seed (seeds 1, 2)."""
+    for seed in (1, 2):
+        model = tr_dir(root, protocol, "train", "imagenet", seed, trainer, cfg)
+        write_run(model, None, record(base + seed, "all", seed, num_shots=16, model_dir="", trainer=trainer))
+        for i, target in enumerate(targets):
+            write_run(tr_dir(root, protocol, "test", target, seed, trainer, cfg), None,
+                      record(base - 10 * (i + 1) + 2 * seed, "all", seed, num_shots=16, trainer=trainer,
+                             model_dir=str(model)))
+
+
+def test_xd_table_hand_computed(tmp_path, capsys):
+    make_transfer_tree(tmp_path, "xd", ["dtd", "caltech101"])
+    make_transfer_tree(tmp_path, "xd", ["dtd", "caltech101"], "LASP", "c25", base=70.0)
+    # a caltech101 evaluation of a model trained elsewhere does not count
+    write_run(tr_dir(tmp_path, "xd", "test", "caltech101", 2), None,
+              record(99.0, "all", 2, num_shots=16, model_dir="out/xd/train/sun397/shots_16/CoOp/vit_b16_ctxv1/seed2"))
+    (table,) = R.collect_transfer(str(tmp_path), "xd")
+    assert table.source == "imagenet" and table.columns == ["imagenet", "caltech101", "dtd"]
+    assert R.grid_headers(table) == ["Method", "imagenet (source)", "caltech101", "dtd", "Target avg", "Seeds"]
+    coop, lasp = R.grid_rows(table)
+    # CoOp: source 61 / 62; dtd (i=0) 52 / 54; caltech101 (i=1) only seed 1: 42
+    assert coop == ["CoOp / vit_b16_ctxv1", "61.50 ± 0.50", "42.00 ± 0.00", "53.00 ± 1.00", "47.50", "1-2"]
+    assert lasp == ["LASP / c25", "71.50 ± 0.50", "53.00 ± 1.00", "63.00 ± 1.00", "58.00", "2"]
+    text = R.format_grids([table])
+    assert "evaluated a model trained on sun397, not imagenet" in text
+    assert R.main(["xd", str(tmp_path), "--paper", "--trainer", "LASP", "--targets", "dtd"]) == 0
+    out = capsys.readouterr().out
+    assert "The paper has no xd table" in out and "caltech101" not in out and "| 63.00 ± 1.00 | 63.00 " in out
+
+
+def test_dg_table_with_paper_row_and_zero_shot(tmp_path, capsys):
+    targets = ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
+    make_transfer_tree(tmp_path, "dg", list(reversed(targets)), "MoCoOp", "c_imagenet")
+    for seed in (1, 2):  # zero-shot: evaluations without a model dir count
+        write_run(tr_dir(tmp_path, "dg", "train", "imagenet", seed, "ZeroshotCLIP", "vit_b16"), None,
+                  record(66.0, "all", seed, num_shots=16, model_dir="", eval_only=True))
+        write_run(tr_dir(tmp_path, "dg", "test", "imagenet_a", seed, "ZeroshotCLIP", "vit_b16"), None,
+                  record(47.0, "all", seed, num_shots=16, model_dir="", eval_only=True))
+    paper = R.load_paper()
+    (table,) = R.collect_transfer(str(tmp_path / "dg"), "dg", paper=paper)
+    assert table.columns == ["imagenet"] + targets  # V2, Sketch, A, R
+    rows = R.grid_rows(table)
+    assert [r[0] for r in rows] == ["MoCoOp / c_imagenet", "MoCoOp (paper)", "ZeroshotCLIP / vit_b16",
+                                    "CLIP (paper)"]
+    # reversed order: imagenet_r i=0 -> 52/54, imagenet_a 42/44, imagenet_sketch 32/34, imagenetv2 22/24
+    assert rows[0][1:] == ["61.50 ± 0.50", "23.00 ± 1.00", "33.00 ± 1.00", "43.00 ± 1.00", "53.00 ± 1.00",
+                           "38.00", "2"]
+    mo = paper["dg"]["methods"]["MoCoOp"]
+    assert rows[1][1:6] == [f"{mo[c]:.2f}" for c in table.columns] == ["70.08", "61.31", "46.50", "48.97", "75.88"]
+    assert rows[1][6] == f"{np.mean([mo[t] for t in targets]):.2f}" and rows[1][7] == "paper"
+    assert rows[2][1:] == ["66.00 ± 0.00", "-", "-", "47.00 ± 0.00", "-", "47.00 (1/4)", "0-2"]
+    assert rows[3][1] == "66.73"
+    text = R.format_grids([table])
+    assert "Paper rows: MoCoOp paper, Appendix B (Table 3)" in text
+    csv_path = tmp_path / "dg.csv"
+    assert R.main(["dg", str(tmp_path), "--paper", "--trainer", "MoCoOp", "--csv", str(csv_path)]) == 0
+    capsys.readouterr()
+    lines = csv_path.read_text().splitlines()
+    assert "dg,imagenet,shots_16,MoCoOp,paper,MoCoOp (paper),imagenet_a,48.9700,,," in lines
+    assert "dg,imagenet,shots_16,MoCoOp,c_imagenet,MoCoOp / c_imagenet,target_avg,38.0000,,4/4," in lines
+    with pytest.raises(R.NoResultsError, match="expected train/ and test/"):
+        R.collect_transfer(str(tmp_path / "dg" / "test"), "dg")

@@ -14,10 +14,12 @@ from dasslite import sweep as S
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A stand-in for train.py with the same flags: writes log.txt (Dassl's lines) and results.json like the real one.
-# Accuracy: base = 80 + seed, new = 60 + seed. FAKE_FAIL="<phase>:<seed>" makes that run crash after logging
-# started; FAKE_CALLS names a file that gets one line per call.
+# Accuracy: base = 80 + seed, new = 60 + seed; all classes: training 40 + shots + seed, evaluation
+# 20 + len(<dataset config name>) + seed. Phases: train_base / test_new (base2new), train / eval (all classes).
+# FAKE_FAIL="<phase>:<seed>" makes that run crash after logging started; FAKE_CALLS names a file that gets one line
+# per call. results.json's "dataset" is the DATASET.NAME of the dataset yaml, as in train.py.
 FAKE_TRAIN_PY = r'''
-import argparse, json, os, sys
+import argparse, json, os, re, sys
 p = argparse.ArgumentParser()
 for flag in ("--root", "--output-dir", "--trainer", "--config-file", "--dataset-config-file", "--model-dir"):
     p.add_argument(flag, default="")
@@ -28,7 +30,9 @@ p.add_argument("opts", nargs=argparse.REMAINDER)
 a = p.parse_args()
 opts = dict(zip(a.opts[::2], a.opts[1::2]))
 sub = opts["DATASET.SUBSAMPLE_CLASSES"]
-phase = "test_new" if sub == "new" else "train_base"
+phase = {"new": "test_new", "base": "train_base"}.get(sub, "eval" if a.eval_only else "train")
+ds_stem = os.path.basename(a.dataset_config_file)[:-len(".yaml")]
+ds_name = re.search(r'NAME: "([^"]+)"', open(a.dataset_config_file).read())
 out = a.output_dir
 os.makedirs(out, exist_ok=True)
 if os.environ.get("FAKE_CALLS"):
@@ -54,28 +58,45 @@ elif os.environ.get("FAKE_FAIL") == f"{phase}:{a.seed}":
     sys.exit(5)
 if os.environ.get("FAKE_NO_RESULTS") == f"{phase}:{a.seed}":
     sys.exit(0)
-acc = (80.0 if sub == "base" else 60.0) + a.seed
+if sub == "all":
+    acc = (20.0 + len(ds_stem) if a.eval_only else 40.0 + int(opts["DATASET.NUM_SHOTS"])) + a.seed
+else:
+    acc = (80.0 if sub == "base" else 60.0) + a.seed
 log.write(f"=> result\n* total: 100\n* correct: {int(acc)}\n* accuracy: {acc:.1f}%\n")
 log.close()
 record = {"complete": True, "split": "test", "accuracy": acc, "error_rate": 100 - acc, "macro_f1": acc,
           "trainer": a.trainer, "subsample_classes": sub, "num_shots": int(opts["DATASET.NUM_SHOTS"]),
           "seed": a.seed, "eval_only": a.eval_only, "resumed": resumed, "opts": opts,
-          "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "load_epoch": a.load_epoch, "model_dir": a.model_dir}
+          "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "load_epoch": a.load_epoch, "model_dir": a.model_dir,
+          **({"dataset": ds_name.group(1)} if ds_name else {})}
 tmp = os.path.join(out, ".results.tmp")
 json.dump(record, open(tmp, "w"))
 os.replace(tmp, os.path.join(out, "results.json"))
 '''
 
 
+# dataset config name -> DATASET.NAME for the fake repository's configs/datasets/ (eurosat and demo have none)
+FAKE_DATASET_NAMES = {"imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
+                      "stanford_cars": "StanfordCars", "oxford_flowers": "OxfordFlowers", "food101": "Food101",
+                      "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures",
+                      "ucf101": "UCF101", "imagenetv2": "ImageNetV2", "imagenet_sketch": "ImageNetSketch",
+                      "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR"}
+
+
 @pytest.fixture
 def fake_repo(tmp_path):
     """A repository root with the config files the sweep looks up, a fake train.py and a data root."""
     repo = tmp_path / "repo"
-    for rel in ("configs/datasets/eurosat.yaml", "configs/datasets/demo.yaml", "configs/trainers/CoOp/demo.yaml",
-                "configs/trainers/CoOp/vit_b16_ctxv1.yaml", "configs/trainers/ZeroshotCLIP/vit_b16.yaml",
-                "configs/trainers/ZeroshotCLIP/demo.yaml"):
+    rels = ["configs/datasets/eurosat.yaml", "configs/datasets/demo.yaml", "configs/trainers/CoOp/demo.yaml",
+            "configs/trainers/CoOp/vit_b16_ctxv1.yaml", "configs/trainers/ZeroshotCLIP/vit_b16.yaml",
+            "configs/trainers/ZeroshotCLIP/demo.yaml", "configs/trainers/MoCoOp/demo.yaml"]
+    rels += [f"configs/trainers/{t}/{c}.yaml" for t in ("LASP", "MoCoOp")
+             for c in set(S.RECIPES[t].values()) | {S.DEFAULT_CFGS[t]}]
+    for rel in rels:
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         (repo / rel).write_text("{}\n")
+    for ds, name in FAKE_DATASET_NAMES.items():
+        (repo / "configs" / "datasets" / f"{ds}.yaml").write_text(f'DATASET:\n  NAME: "{name}"\n')
     (repo / "train.py").write_text(FAKE_TRAIN_PY)
     (tmp_path / "data").mkdir()
     return SimpleNamespace(repo=repo, data=tmp_path / "data", out=tmp_path / "output", calls=tmp_path / "calls.txt",
@@ -89,7 +110,7 @@ def fake_demo_world(tmp_path):
 
 def spec_for(fake, argv, environ=None, demo_world=None):
     args = S.parse_args(["base2new", "--repo-root", str(fake.repo), "--output", str(fake.out), *argv])
-    return S.resolve_base2new(args, environ=environ if environ is not None else {}, demo_world=demo_world,
+    return S.resolve_spec(args, environ=environ if environ is not None else {}, demo_world=demo_world,
                               cwd=str(fake.tmp))
 
 
@@ -127,13 +148,15 @@ def test_plan_dirs_opts_and_dependencies(fake):
     assert "--eval-only" in b and b[b.index("--model-dir") + 1] == base_dir and b[b.index("--load-epoch") + 1] == "50"
     assert b[-6:] == ["DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "new", "OPTIM.MAX_EPOCH", "5"]
     assert test.depends_on == ["train_base/seed1"] and train.depends_on == []
-    assert test.expect == {"trainer": "CoOp", "seed": 1, "num_shots": 16, "subsample_classes": "new"}
+    assert test.expect == {"trainer": "CoOp", "seed": 1, "num_shots": 16, "subsample_classes": "new",
+                           "eval_only": True}
+    assert train.expect["eval_only"] is False and "dataset" not in train.expect  # eurosat.yaml here has no NAME
 
 
 def test_plan_zero_shot_is_eval_only_on_base_and_new(fake):
     spec = spec_for(fake, ["--trainer", "ZeroshotCLIP", "--dataset", "eurosat", "--seeds", "1,2"],
                     environ={"DATA": str(fake.data)})
-    assert spec.zero_shot and spec.cfg == "vit_b16" and spec.seeds == [1, 2] and spec.shots == 16
+    assert spec.zero_shot and spec.cfg == "vit_b16" and spec.seeds == [1, 2] and spec.shots == [16]
     jobs = S.plan_base2new(spec)
     for job in jobs:
         assert "--eval-only" in job.argv and "--model-dir" not in job.argv and job.depends_on == []

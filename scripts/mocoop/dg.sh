@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# MoCoOp (mixture of prompt experts with a router), domain generalisation: for each seed, train once on 16-shot
+# ImageNet (all classes), then evaluate that model on imagenetv2, imagenet_sketch, imagenet_a and imagenet_r; then the
+# table (source, each target, target average).
+# Every evaluation on a target gets TRAINER.MOCOOP.TEMPLATE_GROUPS <source DATASET.NAME> (ImageNet): the model is
+# evaluated with the experts (template groups) it was trained with. Finished runs are skipped, unfinished ones resume.
+# The table again:
+#   python -m dasslite.results dg output/dg --trainer MoCoOp --paper
+#
+# Usage: bash scripts/mocoop/dg.sh [SEEDS] [SWEEP OPTIONS] [-- KEY VALUE ...]
+#   SEEDS    default "1 2 3" (also "1,2")
+#   SWEEP OPTIONS are passed on to `python -m dasslite.sweep dg`, e.g. --targets D ..., --source D, --dry-run
+#   There is no DATASET argument, and no dg run on the demo world (a single dataset).
+# Environment:
+#   CFG      recipe in configs/trainers/MoCoOp/ (default: the source's, for imagenet
+#            vit_b16_c4_ep10_batch1_cls_t2t_5_wcl_25_g1_b_imagenet)
+#   DATA     dataset root (required for real datasets)     OUTPUT  output root (default: output)
+#   LOADEP   checkpoint epoch the evaluations load (default: the latest)
+#   GPUS     e.g. 0,1,2,3: one run per GPU                  PYTHON  interpreter
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/common.sh"
+protocol_sweep "$REPO_ROOT/scripts/mocoop/dg.sh" dg MoCoOp "$@"
