@@ -3,10 +3,13 @@
 For each trainer, backbone and class count: a random-weight CLIP at the real size (random weights have the real
 speed), synthetic images, labels and class names, and the trainer built and run by its own code (see
 ``benchmarks/harness.py``). The same case then runs on the reference path (77-token text encoding through CLIP's
-own blocks, no class-feature cache, a per-image loop for instance-conditioned trainers, fp16 weights), in the same
-process, so every speed-up is a ratio measured on one machine; the two paths' logits are compared.
+own blocks, no class-feature cache, a per-image loop for instance-conditioned trainers, every expert encoded for
+MoCoOp, fp16 weights), in the same process, so every speed-up is a ratio measured on one machine; the two paths'
+logits are compared. Ratios between trainers of one run (eval vs zero-shot CLIP, training step vs CoOp) and the
+issues' targets are printed at the end.
 
-    python benchmarks/bench_trainers.py --arch ViT-B/16 --out benchmarks/results_vit_b16.json --markdown
+    bash benchmarks/gpu_run.sh                             # the GPU run: every trainer at ViT-B/16, README updated
+    python benchmarks/bench_trainers.py --arch ViT-B/16 --out benchmarks/results/vit_b16.json --markdown
     python benchmarks/bench_trainers.py --smoke            # CPU, tiny CLIP: runs every registered trainer, checks
                                                            # that fast and reference outputs agree (not speed)
     python benchmarks/bench_trainers.py --report a.json b.json [--update-readme benchmarks/README.md]
@@ -31,6 +34,7 @@ from benchmarks import report  # noqa: E402
 
 DEFAULT_TRAINERS = ["ZeroshotCLIP", "CoOp", "CoCoOp", "KgCoOp", "LASP", "MoCoOp"]
 ZEROSHOT = "ZeroshotCLIP"
+COOP = "CoOp"
 SMOKE = dict(arch=["tiny"], classes=[6], batch=4, steps=1, warmup=1, eval_batch=8, eval_batches=2, device="cpu",
              prec="fp32", ref_prec="fp32", trainers=["all"], max_case_s=10.0)
 FULL = dict(arch=["ViT-B/16", "ViT-L/14"], classes=[100, 1000], batch=32, steps=10, warmup=3, eval_batch=100,
@@ -58,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", default=[], metavar="TRAINER=YAML",
                    help="recipe for a trainer (default: its configs/trainers/<T>/vit_b16*ctxv1.yaml or shortest)")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides for every trainer")
+    p.add_argument("--mocoop-routing", choices=["spread", "router"], default="spread",
+                   help="MoCoOp's routing in the benchmark: spread (default) sends image b to experts (b*k+j) mod "
+                        "E, so a batch uses min(E, B*k) experts as a trained router spreading it would; router keeps "
+                        "the random-weight router's choice (every synthetic image picks the same k experts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="CPU, tiny CLIP, few classes, 1 step: does it run, do the "
                                                         "paths agree (CI)")
@@ -129,7 +137,8 @@ def run_path(path: str, cls, arch: str, n_cls: int, args, config_file: Optional[
     (train_x, train_y), (eval_x, eval_y), (probe_x, probe_y) = data
     prec = args.prec if path == "fast" else args.ref_prec
     out: Dict[str, Any] = {"errors": {}, "notes": []}
-    cfg, error = H.guarded(H.build_cfg, cls, arch, config_file, prec, args.batch, args.eval_batch, args.opts)
+    cfg, error = H.guarded(H.build_cfg, cls, arch, config_file, prec, args.batch, args.eval_batch, args.opts,
+                           n_cls=n_cls)
     if error:
         out["errors"]["build"] = error
         return out
@@ -143,6 +152,15 @@ def run_path(path: str, cls, arch: str, n_cls: int, args, config_file: Optional[
     out["instance_conditioned"] = H.is_instance_conditioned(trainer.model)
     out["trainable_params"] = H.trainable_parameters(trainer)
     out["logit_scale"] = H.logit_scale_of(trainer.model)
+    experts = getattr(getattr(trainer.model, "prompt_learner", None), "num_experts", None)
+    if experts is not None:  # a mixture of prompt experts (MoCoOp): how many, whose, how routed, how many per step
+        out["experts"] = int(experts)
+        out["template_groups"] = trainer.method_cfg.get("TEMPLATE_GROUPS") or cfg.DATASET.NAME
+        out["routing"] = "spread" if args.mocoop_routing == "spread" and H.spread_routing(trainer.model) else "router"
+        out["experts_per_step"], error = H.guarded(H.experts_per_step, trainer, train_x)
+        if error:
+            out["errors"]["build"] = error
+            return out
     state = None
     if path == "reference":
         switched, error = H.guarded(H.use_reference_path, trainer, out["instance_conditioned"])
@@ -151,6 +169,9 @@ def run_path(path: str, cls, arch: str, n_cls: int, args, config_file: Optional[
             return out
         state = switched.pop("_state")
         out["switched"] = switched
+        if switched.get("every_expert_in_training"):
+            out["notes"].append("every expert encoded in training (the authors' code): the text loss covers all "
+                                "experts, the fast path's only the selected ones, so first-step losses differ by it")
         if not switched["text_encoders_switched"]:
             out["notes"].append("no TextEncoder in the model: text encoding not switched to the reference path")
     probe, error = H.guarded(H.probe_logits, trainer, probe_x, probe_y, args.verbose)
@@ -197,6 +218,9 @@ def run_case(name: str, cls, arch: str, n_cls: int, args, config_file: Optional[
                                (train, evaluation, probe))
     fast, ref = entry["fast"], entry["reference"]
     entry["instance_conditioned"] = fast.get("instance_conditioned")
+    if fast.get("experts") is not None:
+        for key in ("experts", "template_groups", "routing", "experts_per_step"):
+            entry[key] = fast.get(key)
     entry["speedup"] = {phase: _ratio(fast, ref, phase) for phase in ("train", "eval")}
     fast_probe, ref_probe = fast.pop("probe", None), ref.pop("probe", None)
     ref.pop("logit_scale", None)
@@ -205,6 +229,10 @@ def run_case(name: str, cls, arch: str, n_cls: int, args, config_file: Optional[
         entry["agreement"] = H.compare_logits(fast_probe, ref_probe, fast.get("logit_scale", 1.0), tolerance)
         if fast.get("train") and ref.get("train"):
             entry["agreement"]["first_loss_diff"] = abs(fast["train"]["first_loss"] - ref["train"]["first_loss"])
+            parts = fast["train"].get("first_losses", {}), ref["train"].get("first_losses", {})
+            if parts[0] and parts[1]:  # each loss term of a multi-loss trainer
+                entry["agreement"]["first_loss_term_diffs"] = {k: abs(parts[0][k] - parts[1][k])
+                                                               for k in parts[0] if k in parts[1]}
         entry["outputs_agree"] = entry["agreement"]["agree"]
     else:
         entry["agreement"], entry["outputs_agree"] = None, None
@@ -227,15 +255,26 @@ def add_zeroshot_ratios(entries: List[Dict[str, Any]]) -> None:
         e["eval_vs_zeroshot"] = ours / base if ours and base else None
 
 
+def add_coop_ratios(entries: List[Dict[str, Any]]) -> None:
+    """``train_step_vs_coop``: a trainer's fast training step time over CoOp's, same backbone, C and batch."""
+    coop = {(e["arch"], e["classes"], e["batch"]): (e["fast"].get("train") or {}).get("step_ms")
+            for e in entries if e["trainer"] == COOP}
+    for e in entries:
+        ours, base = (e["fast"].get("train") or {}).get("step_ms"), coop.get((e["arch"], e["classes"], e["batch"]))
+        e["train_step_vs_coop"] = ours / base if ours and base else None
+
+
 def summary_line(e: Dict[str, Any]) -> str:
     def num(path: str, phase: str, key: str, fmt: str) -> str:
         return report._cell(e, path, phase, key, fmt)
 
     agree = e.get("agreement") or {}
-    return (f"[{e['trainer']} {e['arch']} C={e['classes']}] train img/s {num('fast', 'train', 'images_per_s', '.1f')}"
-            f" vs ref {num('reference', 'train', 'images_per_s', '.1f')}, eval img/s "
-            f"{num('fast', 'eval', 'images_per_s', '.1f')} vs ref {num('reference', 'eval', 'images_per_s', '.1f')}, "
-            f"peak GiB {num('fast', 'train', 'peak_mem_gib', '.2f')} vs {num('reference', 'train', 'peak_mem_gib', '.2f')}"
+    experts = f", {report.experts_text(e)}" if e.get("experts") else ""
+    return (f"[{e['trainer']} {e['arch']} C={e['classes']}{experts}] train img/s "
+            f"{num('fast', 'train', 'images_per_s', '.1f')} vs ref {num('reference', 'train', 'images_per_s', '.1f')}"
+            f", eval img/s {num('fast', 'eval', 'images_per_s', '.1f')} vs ref "
+            f"{num('reference', 'eval', 'images_per_s', '.1f')}, peak GiB {num('fast', 'train', 'peak_mem_gib', '.2f')}"
+            f" vs {num('reference', 'train', 'peak_mem_gib', '.2f')}"
             f", agree {agree.get('agree')} (max dcos {agree.get('max_cos_diff', float('nan')):.1e})"
             + (f"  ERROR {e['error']}" if e.get("error") else ""))
 
@@ -261,6 +300,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         del master
         H.free_memory(device)
     add_zeroshot_ratios(entries)
+    add_coop_ratios(entries)
     return {"meta": {"command": "python benchmarks/bench_trainers.py " + " ".join(map(shlex.quote, sys.argv[1:])),
                      "smoke": bool(args.smoke), "environment": H.environment(device),
                      "args": {k: v for k, v in vars(args).items() if k not in ("report",)},
@@ -308,6 +348,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     markdown = report.render([result])
     if args.markdown:
         print(markdown)
+    elif result["targets"]:
+        print("Targets" + (" (smoke mode: timings mean nothing)" if args.smoke else "") + ":")
+        for line in report.target_lines(result["targets"]):
+            print("  " + line)
     if args.update_readme:
         update_readme(args.update_readme, markdown)
     bad = failures(result, strict=args.smoke)

@@ -6,13 +6,17 @@ The *reference path* is the same trainer switched to what CoOp-lineage code does
 ``TextEncoder`` runs CLIP's own blocks over all 77 positions (``TextEncoder.reference_path``), class features are
 re-encoded for every test batch (no ``cached_class_features``), instance-conditioned models run a Python loop over
 the images of a batch (image features still computed for the whole batch at once, as CoCoOp does), and the
-weights are fp16 (``PREC fp16``, as OpenAI releases them) unless asked otherwise.
+weights are fp16 (``PREC fp16``, as OpenAI releases them) unless asked otherwise. A mixture of prompt experts
+(MoCoOp) also gets full 77-token expert prompts and encodes every expert in every training step, as the authors'
+code does (``use_full_length_prompts``, ``encode_every_expert_in_training``).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import glob
+import inspect
 import io
 import math
 import os
@@ -128,10 +132,26 @@ def default_config_file(trainer: str) -> Optional[str]:
     return candidates[0]
 
 
+def mocoop_template_groups(n_cls: int) -> str:
+    """Whose template groups are MoCoOp's experts at ``n_cls`` classes: those of the dataset of that size, so the
+    expert count is the one a real run has there. ImageNet's 20 groups from C = 1000 up, Caltech101's 5 below it
+    (Caltech101 has 100 classes)."""
+    return "ImageNet" if n_cls >= 1000 else "Caltech101"
+
+
+def method_settings(cfg, node: str, n_cls: Optional[int]) -> None:
+    """What the benchmark fixes per method, before ``--opts`` (which can override it)."""
+    if node == "MOCOOP" and "MOCOOP" in cfg.TRAINER:
+        if n_cls is not None:
+            cfg.TRAINER.MOCOOP.TEMPLATE_GROUPS = mocoop_template_groups(n_cls)
+        cfg.TRAINER.MOCOOP.EXPERT_USAGE = False  # an analysis written to OUTPUT_DIR after each test(), not the model
+
+
 def build_cfg(trainer_cls: type, arch: str, config_file: Optional[str], prec: Optional[str], batch: int,
-              eval_batch: int, opts: Sequence[str] = ()):
+              eval_batch: int, opts: Sequence[str] = (), n_cls: Optional[int] = None):
     """``train.setup_cfg``'s merge order (defaults -> every method node -> trainer YAML -> opts), then what the
-    benchmark fixes: the backbone (a random-weight one, never downloaded), input size, batch sizes, precision."""
+    benchmark fixes: the backbone (a random-weight one, never downloaded), input size, batch sizes, precision,
+    ``SUBSAMPLE_CLASSES all`` (so virtual classes never rebuild a dataset) and ``method_settings``."""
     from dasslite.compat import get_cfg_default
     from dasslite.config import merge_from_file_checked, merge_from_list_checked
     from dasslite.prompting.config import extend_cfg
@@ -149,9 +169,11 @@ def build_cfg(trainer_cls: type, arch: str, config_file: Optional[str], prec: Op
     cfg.DATALOADER.TEST.BATCH_SIZE = eval_batch
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.OUTPUT_DIR = ""
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # base2new's virtual classes would rebuild the (absent) dataset
     node = getattr(trainer_cls, "CFG_NODE", "")
     if prec and node:
         cfg.TRAINER[node].PREC = prec
+    method_settings(cfg, node, n_cls)
     merge_from_list_checked(cfg, list(opts))
     cfg.freeze()
     return cfg
@@ -279,6 +301,96 @@ def per_image(model: nn.Module, fn: Callable, image: torch.Tensor, *others: torc
     return loop()
 
 
+def _takes_keyword(fn: Callable, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def use_full_length_prompts(model: nn.Module) -> int:
+    """Prompt learners that cut their prompts to the longest one and have a ``full_length`` switch on both
+    ``forward`` and ``tokens`` (MoCoOp's ``ExpertPromptLearner``) are made to give all 77 positions, as CoOp-lineage
+    learners do (CLIP's own blocks need them: the positional embedding and the mask are 77 long). Returns how many."""
+    switched = 0
+    for module in model.modules():
+        tokens = getattr(module, "tokens", None)
+        if not (callable(tokens) and _takes_keyword(module.forward, "full_length")
+                and _takes_keyword(tokens, "full_length")):
+            continue
+        module.forward = functools.partial(module.forward, full_length=True)
+        module.tokens = functools.partial(tokens, full_length=True)
+        switched += 1
+    return switched
+
+
+def _mixture_types():
+    """(MixtureOfPromptsCLIP, Routing), or None on a tree without MoCoOp."""
+    try:
+        from dasslite.prompting.mixture import MixtureOfPromptsCLIP
+        from dasslite.prompting.routing import Routing
+    except ImportError:
+        return None
+    return MixtureOfPromptsCLIP, Routing
+
+
+def encode_every_expert_in_training(model: nn.Module) -> bool:
+    """A mixture of prompt experts (MoCoOp) made to encode all E experts in every training step, as the authors'
+    code does at batch size >= 4 (ours encodes only the experts some image selected). The routing is unchanged:
+    each image still mixes its own top-k experts; the text loss then covers every expert, as theirs does."""
+    types = _mixture_types()
+    if types is None or not isinstance(model, types[0]):
+        return False
+
+    class EveryExpert(types[1]):
+        def used_experts(self) -> torch.Tensor:
+            return torch.arange(self.num_experts, device=self.indices.device)
+
+    route = model.route
+
+    def route_to_every_expert(image_features: torch.Tensor) -> Any:
+        routing = route(image_features)
+        return EveryExpert(routing.logits, routing.indices, routing.weights)
+
+    model.route = route_to_every_expert
+    return True
+
+
+def spread_routing(model: nn.Module) -> bool:
+    """A mixture of prompt experts (MoCoOp) made to route image b of a batch to experts ``(b*k + j) mod E``,
+    j < k, with weights the softmax of the router's own logits there (so the router still learns and the gating
+    loss is unchanged): a batch of B images uses min(E, B*k) experts, as a trained router spreading a batch over its
+    experts does. The random-weight router sends every synthetic image to the same k experts, which would time
+    training with k experts encoded instead of (up to) E. Deterministic, so both paths route alike. True if
+    applied."""
+    types = _mixture_types()
+    if types is None or not isinstance(model, types[0]):
+        return False
+    routing_type = types[1]
+    route = model.route
+
+    def route_spread(image_features: torch.Tensor) -> Any:
+        routing = route(image_features)
+        n_img, k = routing.indices.shape
+        rows = torch.arange(n_img, device=routing.indices.device)[:, None] * k
+        indices = (rows + torch.arange(k, device=rows.device)[None]) % routing.num_experts
+        weights = routing.logits.gather(1, indices).float().softmax(dim=-1)
+        return routing_type(routing.logits, indices, weights)
+
+    model.route = route_spread
+    return True
+
+
+def experts_per_step(trainer, images: torch.Tensor) -> Optional[int]:
+    """How many distinct experts a mixture's routing selects for ``images`` (None: not a mixture)."""
+    types = _mixture_types()
+    model = trainer.model
+    if types is None or not isinstance(model, types[0]):
+        return None
+    with torch.no_grad(), trainer.autocast():
+        return int(model.route(model.encode_image(images)).used_experts().numel())
+
+
 def use_reference_path(trainer, instance_conditioned: bool) -> Dict[str, Any]:
     """Switch a built trainer to the reference path (in place). Returns what was switched, for the record."""
     from dasslite.clip.text import TextEncoder
@@ -290,6 +402,8 @@ def use_reference_path(trainer, instance_conditioned: bool) -> Dict[str, Any]:
             raise RuntimeError("dasslite.clip.text.TextEncoder has no reference_path switch: the benchmark's hook "
                                "in TextEncoder.__init__/forward is missing")
         encoder.reference_path = True
+    full_length = use_full_length_prompts(model)
+    every_expert = encode_every_expert_in_training(model)
     if hasattr(model, "cached_class_features"):
         model.cached_class_features = None  # ClipPromptTrainer.test() then re-encodes for every batch
     state = SimpleNamespace(train_loops=0, eval_loops=0, notes=[])
@@ -313,7 +427,8 @@ def use_reference_path(trainer, instance_conditioned: bool) -> Dict[str, Any]:
         model.forward_train = looped_forward_train
         trainer.model_inference = looped_model_inference
     return {"text_encoders_switched": len(encoders), "cache_disabled": True,
-            "per_image_loop": instance_conditioned, "_state": state}
+            "per_image_loop": instance_conditioned, "full_length_learners": full_length,
+            "every_expert_in_training": every_expert, "_state": state}
 
 
 # -- measurements -------------------------------------------------------------------------------------------------
@@ -394,12 +509,12 @@ def measure_train(trainer, images: torch.Tensor, labels: torch.Tensor, warmup: i
     trainer.set_model_mode("train")
     torch.manual_seed(seed)
     reset_peak_memory(device)
-    first_loss = None
+    first = None
     start = time.perf_counter()
     done_warmup = 0
     while done_warmup < warmup and (done_warmup == 0 or time.perf_counter() - start < budget_s / 2):
         summary = trainer.forward_backward(batch)
-        first_loss = summary["loss"] if first_loss is None else first_loss
+        first = summary if first is None else first
         done_warmup += 1
     sync(device)
     times: List[float] = []
@@ -409,13 +524,14 @@ def measure_train(trainer, images: torch.Tensor, labels: torch.Tensor, warmup: i
         summary = trainer.forward_backward(batch)
         sync(device)
         times.append(time.perf_counter() - t0)
-        first_loss = summary["loss"] if first_loss is None else first_loss
+        first = summary if first is None else first
         if time.perf_counter() - start > budget_s:
             break
     mean = sum(times) / len(times)
     return {"step_ms": 1e3 * mean, "step_ms_median": 1e3 * sorted(times)[len(times) // 2],
             "images_per_s": images.shape[0] / mean, "peak_mem_gib": peak_memory_gib(device),
-            "steps": len(times), "warmup": done_warmup, "first_loss": float(first_loss)}
+            "steps": len(times), "warmup": done_warmup, "first_loss": float(first["loss"]),
+            "first_losses": {k: float(v) for k, v in first.items() if k.startswith("loss_")}}
 
 
 def measure_eval(trainer, images: torch.Tensor, labels: torch.Tensor, batches: int, budget_s: float,

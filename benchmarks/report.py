@@ -1,4 +1,6 @@
-"""Results of ``bench_trainers.py`` as markdown: one table per backbone, then the issue's targets, checked."""
+"""Results of ``bench_trainers.py`` as markdown: one table per backbone, then the issues' targets, checked
+(issue 4's speed-up and memory targets, then MoCoOp's two ratios: evaluation vs zero-shot CLIP, training step vs
+CoOp's)."""
 from __future__ import annotations
 
 import math
@@ -11,6 +13,13 @@ TEXT_BOUND_TRAINING = {"CoOp": (1000,), "CoCoOp": None, "MoCoOp": None}  # None:
 TRAIN_SPEEDUP_MIN = 3.0
 COCOOP_MEMORY = {"trainer": "CoCoOp", "batch": 32, "classes": 100, "max_gib": 24.0}
 TARGET_ARCH = "ViT-B/16"
+# MoCoOp's targets, each a ratio within one run (same GPU, backbone and C): evaluation images/s >= 0.9x zero-shot
+# CLIP's, and a training step at batch 32 <= 1.5x a CoOp step.
+MOCOOP = "MoCoOp"
+MOCOOP_EVAL_VS_ZEROSHOT_MIN = 0.9
+MOCOOP_STEP_VS_COOP_MAX = 1.5
+MOCOOP_STEP_BATCH = 32
+MOCOOP_GROUP = "MoCoOp"
 
 RESULTS_START = "<!-- results:start -->"
 RESULTS_END = "<!-- results:end -->"
@@ -59,26 +68,81 @@ def _agree(entry: Dict[str, Any]) -> str:
     return f"{mark} ({agreement['max_cos_diff']:.1e})"
 
 
+def experts_text(entry: Dict[str, Any]) -> str:
+    """``"20 experts, 20 per step"`` for a mixture of prompt experts ("" otherwise); "(router)" when the
+    random-weight router chose them (``--mocoop-routing router``)."""
+    if not entry.get("experts"):
+        return ""
+    text = f"{entry['experts']} experts"
+    if entry.get("experts_per_step") is not None:
+        text += f", {entry['experts_per_step']} per step"
+    return text + (" (router)" if entry.get("routing") == "router" else "")
+
+
+def _trainer(entry: Dict[str, Any]) -> str:
+    experts = experts_text(entry)
+    return entry["trainer"] + (f" ({experts})" if experts else "")
+
+
 def results_table(entries: List[Dict[str, Any]]) -> List[str]:
     lines = ["| trainer | C | prec fast / ref | train step ms fast / ref | train img/s fast / ref | train × "
-             "| train peak GiB fast / ref | eval img/s fast / ref | eval × | eval ÷ ZS | logits agree (max Δcos) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| step ÷ CoOp | train peak GiB fast / ref | eval img/s fast / ref | eval × | eval ÷ ZS "
+             "| logits agree (max Δcos) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for e in entries:
         prec = f"{(e.get('fast') or {}).get('prec', '–')} / {(e.get('reference') or {}).get('prec', '–')}"
         lines.append(" | ".join([
-            f"| {e['trainer']}", str(e["classes"]), prec,
+            f"| {_trainer(e)}", str(e["classes"]), prec,
             _pair(e, "train", "step_ms", "auto"), _pair(e, "train", "images_per_s", "auto"),
-            _ratio((e.get("speedup") or {}).get("train")),
+            _ratio((e.get("speedup") or {}).get("train")), _ratio(e.get("train_step_vs_coop")),
             _pair(e, "train", "peak_mem_gib", ".2f"), _pair(e, "eval", "images_per_s", "auto"),
             _ratio((e.get("speedup") or {}).get("eval")), _ratio(e.get("eval_vs_zeroshot")), _agree(e)]) + " |")
     return lines
 
 
+def _not_measured(entry: Dict[str, Any], phase: str, baseline: str) -> str:
+    mine = _cell(entry, "fast", phase, "images_per_s", "auto")
+    if mine in ("OOM", "error"):
+        return f"not measured (MoCoOp {phase}: {mine})"
+    return f"not measured (no {baseline} {phase} result in this run)"
+
+
+def mocoop_targets(e: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """MoCoOp's two ratios for one MoCoOp entry, each against its target (``met`` None: not measured, or the run
+    is not the target's setting, e.g. a training batch other than 32)."""
+    experts = experts_text(e)
+    where = f"{e['trainer']} {e['arch']} C={e['classes']} batch {e['batch']}" + (f", {experts}" if experts else "")
+    rows = []
+    ratio, ours = e.get("eval_vs_zeroshot"), _value(e, "fast", "eval", "images_per_s")
+    if ratio is not None and ours:
+        row = {"value": f"{ratio:.2f}x ({_number(ours, 'auto')} vs {_number(ours / ratio, 'auto')} img/s)",
+               "met": ratio >= MOCOOP_EVAL_VS_ZEROSHOT_MIN}
+    else:
+        row = {"value": _not_measured(e, "eval", "zero-shot CLIP"), "met": None}
+    rows.append({"target": f"MoCoOp eval images/s >= {MOCOOP_EVAL_VS_ZEROSHOT_MIN}x zero-shot CLIP's",
+                 "case": where, "arch": e["arch"], "group": MOCOOP_GROUP, **row})
+    ratio, ours = e.get("train_step_vs_coop"), _value(e, "fast", "train", "step_ms")
+    if ratio is not None and ours:
+        met = ratio <= MOCOOP_STEP_VS_COOP_MAX if e["batch"] == MOCOOP_STEP_BATCH else None
+        note = "" if met is not None else f"; the target is for batch {MOCOOP_STEP_BATCH}"
+        row = {"value": f"{ratio:.2f}x ({_number(ours, 'auto')} vs {_number(ours / ratio, 'auto')} ms{note})",
+               "met": met}
+    else:
+        row = {"value": _not_measured(e, "train", "CoOp"), "met": None}
+    rows.append({"target": f"MoCoOp training step <= {MOCOOP_STEP_VS_COOP_MAX}x a CoOp step (batch "
+                           f"{MOCOOP_STEP_BATCH}, same C)", "case": where, "arch": e["arch"], "group": MOCOOP_GROUP,
+                 **row})
+    return rows
+
+
 def check_targets(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Each of the issue's targets that the results can speak to: the measured value and whether it is met
-    (``met`` None: not decidable, e.g. the reference ran out of memory)."""
+    """Each of the issues' targets that the results can speak to: the measured value and whether it is met
+    (``met`` None: not decidable, e.g. the reference ran out of memory). MoCoOp's two ratios have ``group``
+    ``"MoCoOp"``; the others are issue 4's."""
     rows: List[Dict[str, Any]] = []
     for e in entries:
+        if e["trainer"] == MOCOOP:
+            rows += mocoop_targets(e)
         where = f"{e['trainer']} {e['arch']} C={e['classes']} batch {e['batch']}"
         if e["trainer"] in EVAL_VS_ZEROSHOT and e.get("eval_vs_zeroshot") is not None:
             value = e["eval_vs_zeroshot"]
@@ -130,14 +194,31 @@ def render(runs: List[Dict[str, Any]]) -> str:
         if run.get("skipped"):
             lines.append("")
     rows = [row for run in runs for row in check_targets(run["results"])]
-    if rows:
+    general = [row for row in rows if row.get("group") != MOCOOP_GROUP]
+    if general:
         lines += ["### Targets (issue 4; they are stated for " + TARGET_ARCH + ")", "",
                   "| target | case | measured | met |", "|---|---|---|---|"]
-        for row in rows:
+        for row in general:
             met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
             lines.append(f"| {row['target']} | {row['case']} | {row['value']} | {met} |")
         lines.append("")
+    mocoop = [row for row in rows if row.get("group") == MOCOOP_GROUP]
+    if mocoop:
+        lines += [f"### MoCoOp targets (ratios within one run; stated for {TARGET_ARCH})", "",
+                  "| target | case | measured (MoCoOp vs baseline) | result |", "|---|---|---|---|"]
+        for row in mocoop:
+            lines.append(f"| {row['target']} | {row['case']} | {row['value']} | {_verdict(row['met'])} |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def _verdict(met: Optional[bool]) -> str:
+    return {True: "PASS", False: "**FAIL**", None: "n/a"}[met]
+
+
+def target_lines(rows: Iterable[Dict[str, Any]]) -> List[str]:
+    """The targets as plain text, one line each (printed at the end of a run): PASS / FAIL / n/a first."""
+    return [f"{_verdict(row['met']).strip('*'):4}  {row['target']}: {row['case']}: {row['value']}" for row in rows]
 
 
 def replace_results_section(readme_text: str, markdown: str) -> str:

@@ -168,10 +168,22 @@ def _normalise_name(name: str) -> str:
     return name.replace("_", "").replace("-", "").lower()
 
 
+def resolve_groups_file(path: Optional[str]) -> str:
+    """The groups file ``path`` names: the shipped ``groups.json`` for None/"", the path itself when it exists,
+    else a file of that name in ``clip_templates/`` (so configs can say ``demo_groups.json`` from any folder)."""
+    if not path:
+        return GROUPS_FILE
+    if osp.exists(path) or osp.isabs(path):
+        return osp.abspath(path)
+    shipped = osp.join(_HERE, path)
+    return shipped if osp.exists(shipped) else osp.abspath(path)
+
+
 def dataset_template_groups(dataset_name: str, path: Optional[str] = None) -> TemplateGroups:
     """The :class:`TemplateGroups` of ``dataset_name`` (DATASET.NAME such as "OxfordPets", or a config file stem
-    such as "oxford_pets"/"dtd"; case, "_" and "-" are ignored) from ``path`` (default: ``groups.json``)."""
-    path = osp.abspath(path or GROUPS_FILE)
+    such as "oxford_pets"/"dtd"; case, "_" and "-" are ignored) from ``path`` (default: ``groups.json``; see
+    ``resolve_groups_file``)."""
+    path = resolve_groups_file(path)
     entries, aliases = _load_groups_file(path)
     if dataset_name in entries:
         return entries[dataset_name]

@@ -1,6 +1,7 @@
 """The benchmark harness in its CPU smoke mode: every registered trainer runs on the fast and the reference path,
 with finite positive timings and agreeing logits; the per-image reference loop works for an image-conditioned
-model; a wrong reference is caught; the markdown report renders."""
+model; a wrong reference is caught; the markdown report renders; MoCoOp's reference re-encodes every expert at
+full length, its cached fast logits equal the reference's, and its two target ratios pass or fail as they should."""
 import json
 import math
 
@@ -148,3 +149,107 @@ def test_a_wrong_reference_is_reported(monkeypatch):
                                torch.device("cpu"))
     assert entry["outputs_agree"] is False
     assert bench.failures({"results": [entry]}, strict=True)
+
+
+# -- MoCoOp ---------------------------------------------------------------------------------------------------------
+def test_mocoop_smoke_entry(smoke_result):
+    """MoCoOp in the smoke run: Caltech101's 5 experts below C = 1000, both reference switches applied, the same
+    eval logits and the same CE and gating losses on both paths (the text loss differs by design: the reference
+    encodes every expert, as the authors' code does), and its two target ratios in the report."""
+    _, result = smoke_result
+    entry = next(e for e in result["results"] if e["trainer"] == "MoCoOp")
+    assert (entry["experts"], entry["template_groups"]) == (5, "Caltech101")
+    assert (entry["routing"], entry["experts_per_step"]) == ("spread", 5)  # batch 4 x top-2 covers all 5
+    switched = entry["reference"]["switched"]
+    assert switched["full_length_learners"] == 1 and switched["every_expert_in_training"] is True
+    assert entry["outputs_agree"] is True and entry["agreement"]["argmax_agree"] == 1.0
+    diffs = entry["agreement"]["first_loss_term_diffs"]
+    assert diffs["loss_ce"] < 1e-4 and diffs["loss_gate"] < 1e-4 and "loss_text" in diffs
+    assert _positive(entry["train_step_vs_coop"]) and _positive(entry["eval_vs_zeroshot"])
+    rows = [r for r in result["targets"] if r.get("group") == report.MOCOOP_GROUP]
+    assert len(rows) == 2 and rows[1]["met"] is None  # batch 4: the step target is stated for batch 32
+    markdown = report.render([result])
+    assert "### MoCoOp targets" in markdown and "| MoCoOp (5 experts, 5 per step) | 6 |" in markdown
+    assert any(line.startswith("n/a   MoCoOp training step") for line in report.target_lines(rows))
+
+
+def test_mocoop_config_in_the_benchmark():
+    import trainers  # noqa: F401
+    from dasslite.compat import TRAINER_REGISTRY
+
+    cls = TRAINER_REGISTRY.get("MoCoOp")
+    recipe = H.default_config_file("MoCoOp")
+    for n_cls, groups in ((100, "Caltech101"), (1000, "ImageNet")):
+        cfg = H.build_cfg(cls, "ViT-B/16", recipe, None, 32, 100, n_cls=n_cls)
+        c = cfg.TRAINER.MOCOOP
+        assert (c.TEMPLATE_GROUPS, c.EXPERT_USAGE, cfg.DATASET.SUBSAMPLE_CLASSES) == (groups, False, "all")
+    cfg = H.build_cfg(cls, "ViT-B/16", recipe, None, 32, 100, ["TRAINER.MOCOOP.TEMPLATE_GROUPS", "EuroSAT"], n_cls=100)
+    assert cfg.TRAINER.MOCOOP.TEMPLATE_GROUPS == "EuroSAT"  # --opts override the benchmark's choice
+
+
+def test_mocoop_reference_reencodes_every_expert_at_full_length():
+    """What each path feeds the text encoder: the fast path encodes the E x C expert prompts once per test() (cut
+    to the longest prompt) and only the selected experts in training; the reference re-encodes all E x C at 77
+    tokens for every test batch and every training step. The eval logits of the two are the same."""
+    import trainers  # noqa: F401
+    from dasslite.compat import TRAINER_REGISTRY
+
+    cpu, n_cls = torch.device("cpu"), 4
+    cls = TRAINER_REGISTRY.get("MoCoOp")
+    cfg = H.build_cfg(cls, "tiny", H.default_config_file("MoCoOp"), "fp32", 4, 3, n_cls=n_cls)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        trainer = H.build_trainer(cls, cfg, H.random_clip("tiny", cpu), H.class_names(n_cls), cpu)
+        images, labels = bench.synthetic_batch(3, n_cls, 32, cpu, seed=3)
+        experts = trainer.model.prompt_learner.num_experts
+        encoder = trainer.model.text_encoder
+        calls = []
+        original = encoder.forward
+        encoder.forward = lambda p, t, **kw: (calls.append(tuple(p.shape[:2])), original(p, t, **kw))[1]
+
+        def logits_of_two_batches():
+            calls.clear()
+            evaluator = H.CountingEvaluator(keep=True)
+            H.run_test(trainer, H.TimedLoader(images, labels, 2, cpu), evaluator)
+            return torch.cat(evaluator.outputs), list(calls)
+
+        fast, fast_calls = logits_of_two_batches()
+        assert len(fast_calls) == 1 and fast_calls[0][0] == experts * n_cls and fast_calls[0][1] < 77
+        one = {"img": images[:1], "label": labels[:1]}
+        trainer.forward_backward(one)  # also encodes the hard-template group prototypes, once
+        calls.clear()
+        trainer.forward_backward(one)
+        assert calls == [(2 * n_cls, fast_calls[0][1])]  # one image: its top-2 experts only
+        fast, _ = logits_of_two_batches()  # after two steps: trained contexts, router and ViT LayerNorms
+
+        H.use_reference_path(trainer, instance_conditioned=False)
+        reference, ref_calls = logits_of_two_batches()
+        assert ref_calls == [(experts * n_cls, 77)] * 2
+        calls.clear()
+        trainer.forward_backward(one)
+        assert calls == [(experts * n_cls, 77)]
+        assert H.experts_per_step(trainer, images[:1]) == experts  # the reference: every expert, even for 1 image
+        assert H.spread_routing(trainer.model)
+        with torch.no_grad():
+            spread = trainer.model.route(trainer.model.encode_image(images))
+        assert spread.indices.tolist() == [[0, 1], [2, 3], [4, 0]]  # image b: experts (2b + j) mod 5
+        assert torch.allclose(spread.weights.sum(-1), torch.ones(3))
+    scale = H.logit_scale_of(trainer.model)
+    agreement = H.compare_logits(fast, reference, scale, H.TOLERANCE["fp32"])
+    assert agreement["agree"] and agreement["argmax_agree"] == 1.0, agreement
+
+
+def _mocoop_entry(batch, step_ratio, eval_ratio):
+    return {"trainer": "MoCoOp", "arch": "ViT-B/16", "classes": 100, "batch": batch, "experts": 5,
+            "fast": {"train": {"step_ms": 30.0 * step_ratio}, "eval": {"images_per_s": 1000.0 * eval_ratio}},
+            "reference": {}, "speedup": {}, "train_step_vs_coop": step_ratio, "eval_vs_zeroshot": eval_ratio}
+
+
+@pytest.mark.parametrize("batch, step_ratio, eval_ratio, expected", [
+    (32, 1.4, 0.95, [True, True]), (32, 1.6, 0.85, [False, False]), (16, 1.4, 0.95, [True, None])])
+def test_mocoop_targets_pass_and_fail(batch, step_ratio, eval_ratio, expected):
+    rows = report.mocoop_targets(_mocoop_entry(batch, step_ratio, eval_ratio))
+    assert [r["met"] for r in rows] == expected
+    assert rows[0]["value"].startswith(f"{eval_ratio:.2f}x") and rows[1]["value"].startswith(f"{step_ratio:.2f}x")
+    lines = report.target_lines(rows)
+    assert lines[0].startswith("PASS" if expected[0] else "FAIL")

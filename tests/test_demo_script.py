@@ -60,3 +60,18 @@ def test_coop_demo_base2new_prints_the_table_and_beats_zero_shot(demo_env):
     # Rerunning skips every finished run instead of training again.
     again = _run_script("coop/base2new.sh", ["demo", "4"], demo_env)
     assert again.count("skipping") >= 6 and "epoch [" not in again
+
+
+def test_mocoop_demo_base2new_the_readme_first_command(demo_env):
+    out = _run_script("mocoop/base2new.sh", ["demo", "4"], demo_env)
+    table = out[out.index("Base-to-new"):]
+    assert "| demo" in table and "MoCoOp" in table
+    base = _accuracies(demo_env["OUTPUT"], "train_base", "MoCoOp", "demo")
+    new = _accuracies(demo_env["OUTPUT"], "test_new", "MoCoOp", "demo")
+    assert f"{2 * base * new / (base + new):.2f}" in table
+    # Golden numbers (seeds 1-3, 4 shots, the demo's own template groups), measured on CPU.
+    assert base == pytest.approx(86.0, abs=5.0) and new == pytest.approx(94.4, abs=5.0)
+    # every run leaves its routing next to its results
+    run = os.path.join(demo_env["OUTPUT"], "base2new", "test_new", "demo", "shots_4", "MoCoOp", "demo", "seed1")
+    for name in ("expert_usage.json", "expert_usage.csv", "expert_usage.png"):
+        assert os.path.getsize(os.path.join(run, name)) > 0

@@ -373,3 +373,44 @@ def test_low_precision_step_on_cpu(eurosat_root, tiny_clip_checkpoint, tmp_path,
     assert math.isfinite(summary["loss"]) and summary["loss_text"] > 0
     assert learner.router.net.weight.dtype == torch.float32
     assert any(not torch.equal(p.detach(), b) for p, b in zip(learner.ctx, before))
+
+
+def test_one_expert_without_routing_or_extra_losses_is_lasp(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    """MoCoOp with a single "a photo of a {}." expert, top-1, no text or gating loss is LASP without its text loss
+    (same prompt, same correction vector, same LayerNorm tuning): one step must move them identically."""
+    groups = tmp_path / "one.json"
+    groups.write_text(json.dumps({"datasets": {"EuroSAT": {"templates": ["a photo of a {}."], "groups": [1]}}}))
+    common = ["DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATASET.NUM_SHOTS", "2", "OPTIM.LR", "0.5",
+              "OPTIM.WARMUP_EPOCH", "0"]
+    moe = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path / "m", common + [
+        "TRAINER.MOCOOP.PREC", "fp32", "TRAINER.MOCOOP.GROUPS_FILE", str(groups), "TRAINER.MOCOOP.TOP_K", "1",
+        "TRAINER.MOCOOP.TEXT_LOSS_WEIGHT", "0.0", "TRAINER.MOCOOP.GATE_LOSS_WEIGHT", "0.0"])
+    lasp = harness_make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path / "l", trainer="LASP", config=CFG,
+                                extra=common + ["TRAINER.LASP.PREC", "fp32", "TRAINER.LASP.LAMBDA", "0.0"])
+    batch = next(iter(moe.train_loader_x))
+    start = lasp.model.prompt_learner.ctx.detach().clone()
+    assert torch.equal(moe.model.prompt_learner.ctx[0], start)
+    one_step(moe, batch)
+    one_step(lasp, batch)
+    assert not torch.allclose(lasp.model.prompt_learner.ctx, start, atol=1e-3)
+    assert torch.allclose(moe.model.prompt_learner.ctx[0], lasp.model.prompt_learner.ctx, atol=1e-5)
+    assert torch.allclose(moe.model.prompt_learner.correction.vector, lasp.model.prompt_learner.correction.vector,
+                          atol=1e-6)
+    ln_moe, ln_lasp = moe.model.prompt_learner.visual_ln[0].weight, lasp.model.prompt_learner.visual_ln[0].weight
+    assert not torch.equal(ln_moe, torch.ones_like(ln_moe)) and torch.allclose(ln_moe, ln_lasp, atol=1e-6)
+
+
+def test_groups_file_is_found_in_clip_templates(tmp_path, monkeypatch):
+    from clip_templates import GROUPS_FILE, resolve_groups_file
+
+    assert resolve_groups_file("") == GROUPS_FILE
+    shipped = resolve_groups_file("demo_groups.json")
+    assert os.path.isfile(shipped) and os.path.dirname(shipped) == os.path.dirname(GROUPS_FILE)
+    demo = dataset_template_groups("EuroSAT", "demo_groups.json")
+    assert demo.sizes == (3, 2, 3) and demo.heads[0] == "a centered satellite photo of {}."
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo_groups.json").write_text(json.dumps({"datasets": {"EuroSAT": {"templates": ["a {}."],
+                                                                                   "groups": [1]}}}))
+    assert dataset_template_groups("EuroSAT", "demo_groups.json").sizes == (1,)  # a file in the cwd wins
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        dataset_template_groups("EuroSAT", "missing.json")

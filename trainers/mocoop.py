@@ -135,7 +135,7 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
 
     def test(self, split=None):
         model, c = self.model, self.method_cfg
-        if not c.EXPERT_USAGE or (split or self.cfg.TEST.SPLIT) != "test":
+        if not c.EXPERT_USAGE or not self.cfg.OUTPUT_DIR or (split or self.cfg.TEST.SPLIT) != "test":
             return super().test(split)
         learner = model.prompt_learner
         names = list(self.dm.dataset.classnames)
@@ -148,5 +148,5 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
         paths = usage.write(self.cfg.OUTPUT_DIR, title=f"{self.cfg.DATASET.NAME}: routing weight per class",
                             dataset=self.cfg.DATASET.NAME,
                             extra={"subsample_classes": self.cfg.DATASET.SUBSAMPLE_CLASSES, "seed": self.cfg.SEED})
-        print(f"Expert usage written to {osp.dirname(paths[0]) if paths else self.cfg.OUTPUT_DIR}")
+        print(f"Expert usage written to {', '.join(osp.basename(p) for p in paths)} in {self.cfg.OUTPUT_DIR}")
         return result

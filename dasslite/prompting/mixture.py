@@ -74,9 +74,10 @@ class MixtureOfPromptsCLIP(ClipClassifier):
     def expert_features(self, experts: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Normalised class features [n, C_text, D] of ``experts`` (None: all), correction vector added first."""
         learner = self.prompt_learner
-        prompts = learner(experts, self.text_encoder.token_embedding)
+        full = self.text_encoder.reference_path  # the 77-token reference path needs every position
+        prompts = learner(experts, self.text_encoder.token_embedding, full_length=full)
         n, n_cls, length, dim = prompts.shape
-        tokens = learner.tokens(experts)
+        tokens = learner.tokens(experts, full_length=full)
         feats = self.text_encoder(prompts.reshape(n * n_cls, length, dim), tokens.reshape(n * n_cls, length))
         feats = feats.reshape(n, n_cls, -1)
         if learner.correction is not None:
