@@ -414,3 +414,32 @@ def test_groups_file_is_found_in_clip_templates(tmp_path, monkeypatch):
     assert dataset_template_groups("EuroSAT", "demo_groups.json").sizes == (1,)  # a file in the cwd wins
     with pytest.raises(FileNotFoundError, match="missing.json"):
         dataset_template_groups("EuroSAT", "missing.json")
+
+
+def test_dg_sweep_evaluates_every_target_with_the_imagenet_experts(tiny_clip_checkpoint, tmp_path, capsys):
+    """`dg` end to end on tiny ImageNet-layout trees: one ImageNet training, then ImageNet-V2 (same classes) and
+    ImageNet-A (another class list) evaluated from it with ImageNet's 20 experts, and the DG table."""
+    from dasslite import sweep
+    from tests.dataset_fixtures import make_imagenet_a_tree, make_imagenet_tree, make_imagenetv2_tree
+    from tests.trainer_harness import TINY_INPUT
+
+    root = tmp_path / "data"
+    make_imagenet_tree(str(root), n_classes=3, n_train=4, n_val=2)
+    make_imagenetv2_tree(str(root))
+    make_imagenet_a_tree(str(root))
+    out = tmp_path / "out"
+    rc = sweep.main(["dg", "--trainer", "MoCoOp", "--data", str(root), "--shots", "2", "--seeds", "1",
+                     "--targets", "imagenetv2", "imagenet_a", "--output", str(out), "--",
+                     "MODEL.BACKBONE.NAME", tiny_clip_checkpoint, *TINY_INPUT, "OPTIM.MAX_EPOCH", "1",
+                     "TRAINER.MOCOOP.PREC", "fp32"], environ=dict(os.environ))
+    printed = capsys.readouterr().out
+    assert rc == 0, printed[-3000:]
+    cfg = "vit_b16_c4_ep10_batch1_cls_t2t_5_wcl_25_g1_b_imagenet"
+    for target in ("imagenetv2", "imagenet_a"):
+        run = out / "dg" / "test" / target / "shots_2" / "MoCoOp" / cfg / "seed1"
+        record = json.loads((run / "results.json").read_text())
+        assert record["complete"] and record["total"] > 0
+        log = (run / "log.txt").read_text()
+        assert "Experts: 20 template groups of ImageNet" in log and "Loading weights to prompt_learner" in log
+        assert json.loads((run / "expert_usage.json").read_text())["expert_names"][0].startswith("0: a photo of a {}")
+    assert "imagenetv2" in printed and "imagenet_a" in printed
