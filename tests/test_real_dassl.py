@@ -1,4 +1,4 @@
-"""The same CoOp / zero-shot runs under real Dassl.pytorch, when it is installed (it is not on PyPI).
+"""The same CoOp / zero-shot / MoCoOp runs under real Dassl.pytorch, when it is installed (it is not on PyPI).
 
 Each run is a subprocess with ``DASSLITE_BACKEND=dassl`` so that ``dasslite.compat`` binds our trainers and
 dataset readers to Dassl's registries, base classes and DataManager.
@@ -41,3 +41,22 @@ def test_runs_under_real_dassl(eurosat_root, tiny_clip_checkpoint, tmp_path, tra
     assert "Engine: dassl" in stdout
     record = json.loads((out / "results.json").read_text())
     assert record["engine"] == "dassl" and record["total"] > 0
+
+
+def test_mocoop_base_then_new_under_real_dassl(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    """MoCoOp through Dassl's DataManager and TrainerX: virtual classes rebuilt with Dassl's reader, checkpoint
+    saved by Dassl, loaded by ours (expert definition checked), evaluation on the new classes."""
+    common = ["--root", eurosat_root, "--seed", "1", "--trainer", "MoCoOp",
+              "--dataset-config-file", "configs/datasets/eurosat.yaml",
+              "--config-file", "configs/trainers/MoCoOp/vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32.yaml"]
+    opts = ["MODEL.BACKBONE.NAME", tiny_clip_checkpoint, "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
+            "OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0", "DATASET.NUM_SHOTS", "2",
+            "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "TRAINER.MOCOOP.PREC", "fp32"]
+    base, new = tmp_path / "base", tmp_path / "new"
+    stdout = _run(common + ["--output-dir", str(base), *opts, "DATASET.SUBSAMPLE_CLASSES", "base"], tmp_path)
+    assert "Engine: dassl" in stdout and "(5 with images + 5 virtual)" in stdout
+    assert (base / "prompt_learner" / "model.pth.tar-1").is_file() and (base / "expert_usage.png").is_file()
+    _run(common + ["--output-dir", str(new), "--eval-only", "--model-dir", str(base), *opts,
+                   "DATASET.SUBSAMPLE_CLASSES", "new"], tmp_path)
+    record = json.loads((new / "results.json").read_text())
+    assert record["engine"] == "dassl" and record["subsample_classes"] == "new" and record["total"] > 0
