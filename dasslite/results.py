@@ -35,6 +35,11 @@ Tables and recipes
 Few-shot tables (``output/fewshot/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>``)
     A row per dataset, a column per K (mean ± spread of the test after training on all classes), and an ``Average``
     row: the mean of the dataset means of that column (``(k/n)`` when only k of the n datasets have it).
+    ``--plot FILE.png`` also draws the curves (the MoCoOp paper's Figure 3): a panel per dataset and an ``Average``
+    panel, x = shots on a log2 axis, one line with markers per table (trainer, and cfg when a trainer has two),
+    error bars = the spread over seeds. A missing point is left out and the line breaks there (no interpolation);
+    the Average of a line is drawn only at the shot counts where it has every dataset of the figure, so its points
+    always average the same datasets. Needs matplotlib (the ``plots`` extra).
 
 Cross-dataset / domain-generalisation tables (``output/{xd,dg}/train/<source>/...`` and ``.../test/<target>/...``)
     One table per (source, shots); a row per trainer / cfg trained on the source; columns: the source (the test after
@@ -53,7 +58,7 @@ CLI
     python -m dasslite.results base2new [ROOT] [--dataset D ...] [--trainer T] [--cfg C] [--shots K]
                                           [--seeds S ...] [--paper] [TABLE OPTIONS]
     python -m dasslite.results fewshot [ROOT] [--dataset D ...] [--trainer T] [--cfg C] [--shots K ...]
-                                         [--seeds S ...] [TABLE OPTIONS]
+                                         [--seeds S ...] [--plot FILE.png] [TABLE OPTIONS]
     python -m dasslite.results xd|dg [ROOT] [--source D] [--targets D ...] [--trainer T] [--cfg C] [--shots K]
                                        [--seeds S ...] [--paper] [TABLE OPTIONS]
     TABLE OPTIONS: [--ci95] [--format github|plain|...] [--csv F] [--markdown F] [--keyword K] [--log-only]
@@ -64,6 +69,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -394,10 +400,9 @@ def _shots_label(shots) -> Optional[str]:
 
 
 def _shots_number(label: str) -> float:
-    try:
-        return float(label[len("shots_"):])
-    except ValueError:
-        return float("inf")
+    """K of a ``shots_<K>`` folder name (digits only); inf for any other name (sorted last, never a K)."""
+    match = re.fullmatch(r"shots_(\d+)", label)
+    return float(match.group(1)) if match else float("inf")
 
 
 def _iter_cfg_dirs(split_dir: str, datasets=None, shots=None, trainer=None, cfg=None):
@@ -886,6 +891,8 @@ def collect_fewshot(root: str, datasets: Optional[Iterable[str]] = None, trainer
     want_seeds = [int(s) for s in seeds] if seeds is not None else None
     found: Dict[tuple, Dict[str, Dict[str, str]]] = {}  # (T, group) -> ds -> shots folder -> cfg
     for ds, shots_name, t_name, cfg_name, _ in _iter_cfg_dirs(root, want_ds, want_shots, trainer, cfg):
+        if not math.isfinite(_shots_number(shots_name)):
+            continue  # not a shots_<K> folder
         group = cfg_name if cfg else recipe_group(t_name, ds, cfg_name)
         found.setdefault((t_name, group), {}).setdefault(ds, {})[shots_name] = cfg_name
     if want_ds and want_shots and trainer and cfg:  # asked for by name: absent runs are listed as missing
@@ -1037,6 +1044,181 @@ def write_grid_markdown(tables: Sequence[GridTable], path: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Few-shot curves (PNG, the MoCoOp paper's Figure 3)
+# ------------------------------------------------------------------------------------------------------------
+class PlotUnavailableError(RuntimeError):
+    """matplotlib (the optional ``plots`` extra) is not installed, so no figure can be drawn."""
+
+
+AVERAGE_PANEL = "Average"
+_SHOTS_COLUMN_RE = re.compile(r"^shots_(\d+)$")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+
+
+@dataclass
+class Curve:
+    """One line of the few-shot figure: a (trainer, cfg) table; ``points[panel][K] = (mean, spread)``."""
+
+    label: str
+    points: Dict[str, Dict[int, tuple]] = field(default_factory=dict)
+
+    @property
+    def n_points(self) -> int:
+        return sum(len(p) for p in self.points.values())
+
+
+def _plot_shots(column: str) -> Optional[int]:
+    """K of a ``shots_<K>`` column (K >= 1, placeable on a log axis), else None."""
+    match = _SHOTS_COLUMN_RE.match(column)
+    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
+
+
+def _curve_label(table: GridTable, tables: Sequence[GridTable]) -> str:
+    shared = sum(1 for t in tables if t.trainer == table.trainer) > 1
+    return f"{table.trainer} ({table.cfg})" if shared else table.trainer
+
+
+def fewshot_curves(tables: Sequence[GridTable], root: Optional[str] = None):
+    """The numbers behind the few-shot figure: ``(shots, panels, curves)``.
+
+    ``shots``: the sorted shot counts of all tables; ``panels``: the datasets (papers' order), then ``Average`` when
+    there are two or more; ``curves``: one per table with a point wherever a cell has a complete run (mean, spread
+    over seeds). A line's Average at K is the mean of its dataset means and exists only when the line has all
+    datasets of the figure at K (no spread: the seeds of different datasets are not paired).
+    Raises NoResultsError naming ``root`` (else the tables' roots) when there is no point to draw.
+    """
+    tables = list(tables)
+    bad = [t.protocol for t in tables if t.protocol != "fewshot"]
+    if bad:
+        raise ValueError(f"few-shot curves need fewshot tables, got {bad[0]} tables")
+    where = root or ", ".join(dict.fromkeys(t.root for t in tables))
+    shots = sorted({k for t in tables for c in t.columns for k in [_plot_shots(c)] if k is not None})
+    datasets = sorted({r.label for t in tables for r in t.rows if r.published is None}, key=_dataset_sort_key)
+    curves = []
+    for table in tables:
+        curve = Curve(_curve_label(table, tables))
+        for row in table.rows:
+            if row.published is not None:
+                continue
+            for column, cell in row.cells.items():
+                k = _plot_shots(column)
+                if k is not None and cell.n:
+                    curve.points.setdefault(row.label, {})[k] = (cell.mean, cell.spread)
+        if len(datasets) > 1:
+            average = {k: (float(np.mean([curve.points[d][k][0] for d in datasets])), float("nan"))
+                       for k in shots if all(k in curve.points.get(d, {}) for d in datasets)}
+            if average:
+                curve.points[AVERAGE_PANEL] = average
+        if curve.n_points:
+            curves.append(curve)
+    if not curves:
+        if not tables:
+            raise NoResultsError(f"nothing to plot under {where}: no few-shot tables" if where
+                                 else "nothing to plot: no few-shot tables given")
+        raise NoResultsError(f"nothing to plot under {where}: no complete run in a shots_<K> folder (K >= 1)")
+    panels = datasets + ([AVERAGE_PANEL] if len(datasets) > 1 else [])
+    return shots, panels, curves
+
+
+def fewshot_plot_png(tables: Sequence[GridTable], title: Optional[str] = None, root: Optional[str] = None,
+                     ylabel: str = "accuracy (%)") -> bytes:
+    """The few-shot figure as PNG bytes (matplotlib's Agg canvas, no pyplot: no global backend, no display)."""
+    shots, panels, curves = fewshot_curves(tables, root)
+    try:
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import NullLocator
+    except ImportError:
+        raise PlotUnavailableError("matplotlib is not installed (pip install 'dasslite-moe-prompt[plots]'): "
+                                   "cannot draw the few-shot plot") from None
+    kinds = {t.ci95 for t in tables}
+    spread_name = "95% CI" if kinds == {True} else "std" if kinds == {False} else "std or 95% CI"
+    if title is None:
+        title = f"Few-shot {ylabel.replace(' (%)', '')} (all classes); error bars: ± {spread_name} over seeds"
+        if AVERAGE_PANEL in panels:
+            title += (f"\nAverage: mean of the {len(panels) - 1} dataset means, drawn only at the shot counts "
+                      f"where a line has all {len(panels) - 1} datasets")
+    n = len(panels)
+    ncols = min(n, 4)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(3.1 * ncols, 2.6 * nrows + 1.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    colors = matplotlib.colormaps["tab10"].colors
+    handles: Dict[str, object] = {}
+    x = np.asarray(shots, dtype=float)
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        for j, curve in enumerate(curves):
+            points = curve.points.get(panel)
+            if not points:
+                continue
+            # NaN where a point is missing: matplotlib breaks the line there instead of joining its neighbours
+            y = np.array([points[k][0] if k in points else np.nan for k in shots])
+            err = np.array([points[k][1] if k in points else np.nan for k in shots])
+            err = np.where(np.isfinite(err), err, 0.0)
+            drawn = ax.errorbar(x, y, yerr=err if err.any() else None, color=colors[j % len(colors)],
+                                marker=_MARKERS[j % len(_MARKERS)], markersize=4, linewidth=1.4, capsize=2.5,
+                                elinewidth=0.9, label=curve.label)
+            handles.setdefault(curve.label, drawn)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(k) for k in shots])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlim(x[0] / 1.4, x[-1] * 1.4)
+        ax.grid(alpha=0.3)
+        ax.set_title(panel if panel != AVERAGE_PANEL else f"Average ({n - 1} datasets)", fontsize=10)
+        ax.tick_params(labelsize=8)
+        if i % ncols == 0:
+            ax.set_ylabel(ylabel, fontsize=9)
+        if i + ncols >= n:  # nothing below it
+            ax.set_xlabel("shots per class", fontsize=9)
+    labels = [c.label for c in curves if c.label in handles]
+    fig.legend([handles[label] for label in labels], labels, loc="outside lower center",
+               ncols=min(len(labels), 4), frameon=False, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _write_bytes_atomic(path: str, data: bytes) -> str:
+    """Write ``data`` to ``path`` through a temporary file beside it and ``os.replace`` (mode 0644).
+
+    The same steps as ``dasslite.utils.io.write_atomic``, which is not imported: its package imports torch (about
+    3 s), and this module needs no torch.
+    """
+    path = os.fspath(path)
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = osp.join(folder, f".{osp.basename(path)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def plot_fewshot(tables, path: str, title: Optional[str] = None, root: Optional[str] = None,
+                 ylabel: str = "accuracy (%)") -> str:
+    """Draw the few-shot curves of ``tables`` (from ``collect_fewshot``; or a ROOT folder, collected with the
+    defaults) into the PNG ``path``, written atomically; returns ``path``.
+
+    Raises NoResultsError naming the root when there is nothing to plot, PlotUnavailableError without matplotlib.
+    """
+    if isinstance(tables, (str, os.PathLike)):
+        root = os.fspath(tables)
+        tables = collect_fewshot(root)
+    png = fewshot_plot_png(list(tables), title=title, root=root, ylabel=ylabel)
+    return _write_bytes_atomic(path, png)
+
+
+# ------------------------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------------------------
 def _add_summarize_args(p: argparse.ArgumentParser) -> None:
@@ -1083,6 +1265,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_table_args(f, "fewshot")
     f.add_argument("--dataset", nargs="+", default=None, help="only these dataset folders")
     f.add_argument("--shots", nargs="+", default=None, help="only these shot counts")
+    f.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="also draw the few-shot curves (a panel per dataset and an Average panel) into this PNG")
     for name, what in (("xd", "cross-dataset"), ("dg", "domain generalisation")):
         t = sub.add_parser(name, help=f"{what} table (source and targets) of an output/{name} tree")
         _add_table_args(t, name)
@@ -1116,6 +1300,9 @@ def _table_command(args) -> None:
     for path, writer, what in ((args.csv, write_grid_csv, "CSV"), (args.markdown, write_grid_markdown, "Markdown")):
         if path:
             print(f"{what} written to {writer(tables, path)}")
+    if getattr(args, "plot", None):
+        ylabel = "accuracy (%)" if args.keyword == "accuracy" else f"{args.keyword} (%)"
+        print(f"Plot written to {plot_fewshot(tables, args.plot, root=args.root, ylabel=ylabel)}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -1136,7 +1323,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                args.log_only)))
         else:
             _table_command(args)
-    except NoResultsError as exc:
+    except (NoResultsError, PlotUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -445,6 +446,71 @@ def test_fewshot_table_hand_computed(tmp_path, capsys):
         R.collect_fewshot(str(tmp_path), trainer="LASP")
 
 
+def make_fewshot_plot_tree(root):
+    """Two datasets, two trainers (CoOp with two cfgs), shots 1 2 4; CoOp/c1 has no dtd 2-shot run at all and a
+    half-finished dtd 4-shot seed."""
+    for trainer, cfg, base in (("CoOp", "c1", 40.0), ("CoOp", "c2", 45.0), ("KgCoOp", "k", 50.0)):
+        for ds, offset in (("eurosat", 20.0), ("dtd", 0.0)):
+            for k in (1, 2, 4):
+                if (trainer, cfg, ds, k) == ("CoOp", "c1", "dtd", 2):
+                    continue
+                for seed in (1, 2):
+                    acc = base + offset + 5 * k + seed
+                    write_run(fs_dir(root, ds, k, seed, trainer, cfg), None, fs_record(acc, k, seed))
+    write_run(fs_dir(root, "dtd", 4, 3, "CoOp", "c1"), train_log(finished=False))
+
+
+def test_fewshot_curves_skip_missing_points(tmp_path):
+    make_fewshot_plot_tree(tmp_path)
+    tables = R.collect_fewshot(str(tmp_path))
+    shots, panels, curves = R.fewshot_curves(tables)
+    assert shots == [1, 2, 4] and panels == ["dtd", "eurosat", "Average"]
+    # a trainer with two tables gets its cfg in the legend, one with a single table does not
+    assert [c.label for c in curves] == ["CoOp (c1)", "CoOp (c2)", "KgCoOp"]
+    c1 = curves[0]
+    assert sorted(c1.points["dtd"]) == [1, 4]  # no 2-shot point: the line breaks, nothing is interpolated
+    assert c1.points["dtd"][4] == (pytest.approx(61.5), pytest.approx(0.5))  # the half-finished seed is left out
+    assert c1.points["eurosat"][2] == (pytest.approx(71.5), pytest.approx(0.5))
+    # the Average of a line only where it has both datasets
+    assert sorted(c1.points["Average"]) == [1, 4]
+    assert c1.points["Average"][1][0] == pytest.approx((46.5 + 66.5) / 2)
+    assert sorted(curves[2].points["Average"]) == [1, 2, 4]
+
+
+def test_fewshot_plot_cli_and_function(tmp_path, capsys):
+    make_fewshot_plot_tree(tmp_path)
+    png = tmp_path / "out" / "fewshot.png"
+    assert R.main(["fewshot", str(tmp_path), "--plot", str(png)]) == 0
+    assert f"Plot written to {png}" in capsys.readouterr().out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not any(p.name.endswith(".tmp") for p in png.parent.iterdir())  # written atomically, nothing left over
+    # the function, from a ROOT or from tables
+    again = tmp_path / "again.png"
+    assert R.plot_fewshot(str(tmp_path), str(again), title="mine") == str(again)
+    assert again.read_bytes()[:4] == b"\x89PNG"
+    (one,) = R.collect_fewshot(str(tmp_path), trainer="KgCoOp", datasets=["eurosat"])
+    assert R.plot_fewshot([one], str(tmp_path / "one.png")).endswith("one.png")  # a single panel, no Average
+
+
+def test_fewshot_plot_nothing_to_plot_names_root(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    target = tmp_path / "never.png"
+    with pytest.raises(R.NoResultsError, match=f"no complete runs under {re.escape(str(empty))}"):
+        R.plot_fewshot(str(empty), str(target))
+    with pytest.raises(R.NoResultsError, match=f"nothing to plot under {re.escape(str(empty))}"):
+        R.plot_fewshot([], str(target), root=str(empty))
+    # a table whose only column is no shots_<K> folder: nothing to place on the axis; its root is named
+    cell = R.Cell([R.Run(path="seed1", value=50.0)])
+    odd = R.GridTable("fewshot", str(tmp_path / "odd"), "CoOp", "c", "", "", ["shots_x"],
+                      [R.GridRow("eurosat", {"shots_x": cell}, "CoOp", "c")])
+    with pytest.raises(R.NoResultsError, match=f"nothing to plot under {re.escape(str(tmp_path / 'odd'))}"):
+        R.plot_fewshot([odd], str(target))
+    assert not target.exists()
+    assert R.main(["fewshot", str(empty), "--plot", str(target)]) == 1
+    assert f"no complete runs under {empty}" in capsys.readouterr().err and not target.exists()
+
+
 # ------------------------------------------------------------------------------------------------------------
 # cross-dataset / domain-generalisation tables
 # ------------------------------------------------------------------------------------------------------------
@@ -515,3 +581,10 @@ def test_dg_table_with_paper_row_and_zero_shot(tmp_path, capsys):
     assert "dg,imagenet,shots_16,MoCoOp,c_imagenet,MoCoOp / c_imagenet,target_avg,38.0000,,4/4," in lines
     with pytest.raises(R.NoResultsError, match="expected train/ and test/"):
         R.collect_transfer(str(tmp_path / "dg" / "test"), "dg")
+
+
+def test_shots_folder_names_are_strict():
+    from dasslite.results import _shots_number
+
+    assert _shots_number("shots_16") == 16 and _shots_number("shots_1") == 1
+    assert _shots_number("shots_16_8.0") == float("inf") and _shots_number("shots_x") == float("inf")
