@@ -133,6 +133,40 @@ def test_gradients_reach_prompts_not_clip(arch, vit, rn):
     torch.testing.assert_close(ctx.grad, grad, atol=1e-4, rtol=1e-3)
 
 
+def test_shared_prefix_encoding_equals_full_prompts(vit):
+    """encode_prefixed: prompts that share their first P embeddings (SOS + a learned context) give the features and
+    the gradients of encoding the concatenated prompts, chunked or not, and on the reference path."""
+    model = copy.deepcopy(vit).float()
+    encoder = TextEncoder(model)
+    tokens = tokenize(["a photo of a dog.", "a photo of a very large golden retriever on the beach.", "a photo of a x"])
+    with torch.no_grad():
+        base = embed_tokens(model, tokens)
+    ctx = torch.nn.Parameter(base[0, 1:5].clone())  # "a photo of a", shared by the three prompts
+    suffix = torch.nn.Parameter(base[:, 5:].clone())  # e.g. a learnable word after the class name
+    full = encoder(torch.cat([base[:, :1], ctx.expand(3, -1, -1), suffix], dim=1), tokens)
+    torch.testing.assert_close(full, model.encode_text(tokens), atol=1e-5, rtol=0)
+    full.pow(2).sum().backward()
+    grads = ctx.grad.clone(), suffix.grad.clone()
+    ctx.grad = suffix.grad = None
+    eot = eot_positions(tokens)
+    shared = encoder.encode_prefixed(torch.cat([base[0, :1], ctx]), suffix, eot)
+    torch.testing.assert_close(shared, full.detach(), atol=1e-5, rtol=0)
+    shared.pow(2).sum().backward()
+    torch.testing.assert_close(ctx.grad, grads[0], atol=1e-4, rtol=1e-3)  # summed over rows in another order
+    torch.testing.assert_close(suffix.grad, grads[1], atol=1e-4, rtol=1e-3)
+    with torch.no_grad():
+        encoder.chunk_size = 2
+        torch.testing.assert_close(encoder.encode_prefixed(torch.cat([base[0, :1], ctx]), suffix, eot), shared)
+        encoder.chunk_size, encoder.reference_path = None, True
+        reference = encoder.encode_prefixed(torch.cat([base[0, :1], ctx]), suffix, eot)
+    torch.testing.assert_close(reference, shared, atol=1e-5, rtol=0)
+    encoder.reference_path = False
+    with pytest.raises(ValueError, match="inside the shared prefix"):
+        encoder.encode_prefixed(base[0, :9], base[:, 9:], eot)
+    with pytest.raises(ValueError, match="must be"):
+        encoder.encode_prefixed(base[:, :5], base[:, 5:], eot)
+
+
 def test_text_encoder_input_checks(vit):
     encoder = TextEncoder(vit, freeze=False)
     tokens = tokenize(["a b"])

@@ -84,6 +84,30 @@ def test_expert_prompts_start_as_their_templates(clip_model):
     assert torch.equal(changed, learner.ctx_slots[1, :, :learner.length] >= 0)
 
 
+def test_shared_prefix_path_equals_assembled_prompts(clip_model):
+    """Experts are encoded with their SOS + leading context shared by all classes (``prefixed`` +
+    ``encode_prefixed``); features and context gradients equal encoding the assembled prompts."""
+    names = ["cat", "sea_lion", "golden retriever"]
+    templates = ["{} texture.", "a photo of a {}, a type of aircraft.", "a good photo of the {}."]
+    learner = ExpertPromptLearner(clip_model, names, templates)
+    with torch.no_grad():
+        for p in learner.ctx:
+            p.add_(0.01 * torch.randn_like(p))  # away from the word embeddings
+    encoder = TextEncoder(clip_model)
+    emb = clip_model.token_embedding
+    prompts, tokens = learner(None, emb), learner.tokens()
+    assembled = encoder(prompts.reshape(9, learner.length, -1), tokens.reshape(9, -1)).reshape(3, 3, -1)
+    assembled.pow(2).sum().backward()
+    grads = [p.grad.clone() for p in learner.ctx]
+    learner.zero_grad(set_to_none=True)
+    shared = torch.stack([encoder.encode_prefixed(*learner.prefixed(e, emb)) for e in range(3)])
+    torch.testing.assert_close(shared, assembled.detach(), atol=1e-5, rtol=0)
+    shared.pow(2).sum().backward()
+    for p, g in zip(learner.ctx, grads):
+        torch.testing.assert_close(p.grad, g, atol=1e-4, rtol=1e-3)  # summation order differs
+    assert [learner.prefixed(e, emb)[0].shape[0] for e in range(3)] == [1, 5, 6]  # SOS + context before {}
+
+
 def test_over_long_prompt_is_an_error(clip_model):
     with pytest.raises(ValueError, match="longer than CLIP's context length"):
         ExpertPromptLearner(clip_model, ["x " * 80], ["a photo of a {}."])

@@ -84,6 +84,51 @@ def causal_block_at(block: nn.Module, x: torch.Tensor, positions: torch.Tensor) 
     return y + block.mlp(block.ln_2(y))
 
 
+def prefixed_block(block: nn.Module, prefix: torch.Tensor, suffix: torch.Tensor):
+    """One CLIP block on N sequences that all begin with the same ``prefix`` [P, D] and go on with ``suffix``
+    [N, S, D]. The mask is causal, so the prefix's states do not depend on what follows: they are computed once,
+    and the suffix attends to the prefix's keys/values and to its own earlier positions. Returns both states."""
+    attn = block.attn
+    heads = attn.num_heads
+    n, s_len, width = suffix.shape
+    p_len = prefix.shape[0]
+    q_p, k_p, v_p = F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).unsqueeze(0).chunk(3, -1)
+    out_p = F.scaled_dot_product_attention(_split_heads(q_p, heads), _split_heads(k_p, heads),
+                                           _split_heads(v_p, heads), is_causal=True)
+    prefix = prefix + attn.out_proj(_merge_heads(out_p))[0]
+    prefix = prefix + block.mlp(block.ln_2(prefix))
+    q_s, k_s, v_s = F.linear(block.ln_1(suffix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
+    k = torch.cat([k_p.expand(n, -1, -1), k_s], dim=1)
+    v = torch.cat([v_p.expand(n, -1, -1), v_s], dim=1)
+    visible = torch.ones(s_len, p_len + s_len, dtype=torch.bool, device=suffix.device).tril(diagonal=p_len)
+    out_s = F.scaled_dot_product_attention(_split_heads(q_s, heads), _split_heads(k, heads), _split_heads(v, heads),
+                                           attn_mask=visible)
+    suffix = suffix + attn.out_proj(_merge_heads(out_s))
+    return prefix, suffix + block.mlp(block.ln_2(suffix))
+
+
+def prefixed_block_at(block: nn.Module, prefix: torch.Tensor, suffix: torch.Tensor,
+                      positions: torch.Tensor) -> torch.Tensor:
+    """``prefixed_block``'s output [N, D] at one suffix position per row (the EOT), skipping the rest."""
+    attn = block.attn
+    heads, width = attn.num_heads, suffix.shape[-1]
+    n, p_len = suffix.shape[0], prefix.shape[0]
+    rows = torch.arange(n, device=suffix.device)
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    q_bias, kv_bias = (None, None) if bias is None else (bias[:width], bias[width:])
+    hidden = block.ln_1(suffix)
+    q = F.linear(hidden[rows, positions].unsqueeze(1), weight[:width], q_bias)
+    k_p, v_p = F.linear(block.ln_1(prefix), weight[width:], kv_bias).unsqueeze(0).chunk(2, dim=-1)
+    k_s, v_s = F.linear(hidden, weight[width:], kv_bias).chunk(2, dim=-1)
+    k = torch.cat([k_p.expand(n, -1, -1), k_s], dim=1)
+    v = torch.cat([v_p.expand(n, -1, -1), v_s], dim=1)
+    visible = torch.arange(k.shape[1], device=suffix.device)[None, :] <= (positions + p_len)[:, None]
+    out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads),
+                                         attn_mask=visible[:, None, None, :])
+    y = suffix[rows, positions] + attn.out_proj(_merge_heads(out)[:, 0])
+    return y + block.mlp(block.ln_2(y))
+
+
 class TextEncoder(nn.Module):
     """CLIP's frozen text transformer as CoOp's TextEncoder: prompt embeddings [N, L, D] + tokens -> features [N, E].
 
@@ -147,6 +192,41 @@ class TextEncoder(nn.Module):
             x = causal_block(block, x)
         x = causal_block_at(last, x, eot)
         return self.ln_final(x).type(dtype) @ self.text_projection
+
+    def encode_prefixed(self, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """Features [N, E] of N prompts that share their first P embeddings: ``prefix`` [P, D], then ``suffix``
+        [N, L - P, D]; ``eot`` [N] are EOT positions in the whole prompt (all >= P). Equal to ``forward`` on the
+        concatenated prompts, but the shared prefix (e.g. SOS + a learned context before the class name) goes
+        through the transformer once instead of N times. ``chunk_size`` bounds the rows per call."""
+        p_len = prefix.shape[0]
+        eot = eot.to(suffix.device)
+        if suffix.dim() != 3 or prefix.dim() != 2 or prefix.shape[-1] != suffix.shape[-1] or eot.shape != suffix.shape[:1]:
+            raise ValueError(f"prefix {tuple(prefix.shape)}, suffix {tuple(suffix.shape)} and eot {tuple(eot.shape)} "
+                             "must be [P, D], [N, S, D] and [N]")
+        if suffix.shape[0] and int(eot.min()) < p_len:
+            raise ValueError(f"an EOT position ({int(eot.min())}) lies inside the shared prefix of length {p_len}")
+        if self.reference_path:
+            full = torch.cat([prefix.unsqueeze(0).expand(suffix.shape[0], -1, -1), suffix], dim=1)
+            full = F.pad(full, (0, 0, 0, self.positional_embedding.shape[0] - full.shape[1]))
+            return self._encode_reference(full, eot)
+        size = self.chunk_size or max(suffix.shape[0], 1)
+        return torch.cat([self._encode_prefixed(prefix, suffix[i:i + size], eot[i:i + size])
+                          for i in range(0, max(suffix.shape[0], 1), size)])
+
+    def _encode_prefixed(self, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        dtype = self.dtype
+        if suffix.shape[0] == 0:
+            return suffix.new_zeros(0, self.text_projection.shape[1], dtype=dtype)
+        p_len = prefix.shape[0]
+        length = int(eot.max()) + 1
+        pos = self.positional_embedding.type(dtype)
+        x_p = prefix.type(dtype) + pos[:p_len]
+        x_s = suffix[:, :length - p_len].type(dtype) + pos[p_len:length]
+        *blocks, last = list(self.transformer.resblocks)
+        for block in blocks:
+            x_p, x_s = prefixed_block(block, x_p, x_s)
+        y = prefixed_block_at(last, x_p, x_s, eot - p_len)
+        return self.ln_final(y).type(dtype) @ self.text_projection
 
     def _encode_reference(self, prompts: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         """CoOp's TextEncoder verbatim in behaviour: all positions, CLIP's own blocks and 77x77 mask."""

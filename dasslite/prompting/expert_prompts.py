@@ -81,8 +81,10 @@ class ExpertPromptLearner(nn.Module):
         sos, eos = tokenize([""])[0, :2].tolist()
 
         ctx, all_tokens, all_slots = [], [], []
+        self.n_before: List[int] = []  # learnable tokens before the class name: the prompt's first 1 + n are shared
         for split in self.splits:
             before, after, tail = bpe_ids(split.before), bpe_ids(split.after), bpe_ids(split.tail)
+            self.n_before.append(len(before))
             with torch.no_grad():
                 init = clip_model.token_embedding(torch.tensor(before + after, dtype=torch.long,
                                                                device=clip_model.token_embedding.weight.device))
@@ -148,3 +150,18 @@ class ExpertPromptLearner(nn.Module):
             slot = slots[row]
             out.append(torch.where((slot >= 0).unsqueeze(-1), ctx[slot.clamp(min=0)], frozen[row]))
         return torch.stack(out)
+
+    def prefixed(self, expert: int, token_embedding: nn.Module):
+        """Expert ``expert``'s prompts split for ``TextEncoder.encode_prefixed``: the part every class shares
+        (SOS + the context before the class name) ``[P, D]``, the rest ``[C, L - P, D]``, and EOT positions [C]."""
+        e = int(expert)
+        p_len = 1 + self.n_before[e]
+        tokens = self.prompt_tokens[e, :, :self.length]
+        ctx = self.ctx[e]
+        sos = token_embedding(tokens[0, :1])
+        prefix = torch.cat([sos, ctx[:self.n_before[e]].to(sos.dtype)])
+        suffix = token_embedding(tokens[:, p_len:])
+        if ctx.shape[0] > self.n_before[e]:  # learnable words after the class name
+            slot = self.ctx_slots[e, :, p_len:self.length]
+            suffix = torch.where((slot >= 0).unsqueeze(-1), ctx.to(suffix.dtype)[slot.clamp(min=0)], suffix)
+        return prefix, suffix, eot_positions(tokens)

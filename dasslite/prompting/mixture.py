@@ -73,13 +73,16 @@ class MixtureOfPromptsCLIP(ClipClassifier):
     # -- text side -------------------------------------------------------------------------------------------
     def expert_features(self, experts: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Normalised class features [n, C_text, D] of ``experts`` (None: all), correction vector added first."""
-        learner = self.prompt_learner
-        full = self.text_encoder.reference_path  # the 77-token reference path needs every position
-        prompts = learner(experts, self.text_encoder.token_embedding, full_length=full)
-        n, n_cls, length, dim = prompts.shape
-        tokens = learner.tokens(experts, full_length=full)
-        feats = self.text_encoder(prompts.reshape(n * n_cls, length, dim), tokens.reshape(n * n_cls, length))
-        feats = feats.reshape(n, n_cls, -1)
+        learner, encoder = self.prompt_learner, self.text_encoder
+        if encoder.reference_path:  # the authors' way: every expert's full 77-token prompts, nothing shared
+            prompts = learner(experts, encoder.token_embedding, full_length=True)
+            n, n_cls, length, dim = prompts.shape
+            tokens = learner.tokens(experts, full_length=True)
+            feats = encoder(prompts.reshape(n * n_cls, length, dim), tokens.reshape(n * n_cls, length))
+            feats = feats.reshape(n, n_cls, -1)
+        else:  # each expert's SOS + leading context is shared by all classes: encoded once per expert
+            ids = learner._expert_list(experts)
+            feats = torch.stack([encoder.encode_prefixed(*learner.prefixed(e, encoder.token_embedding)) for e in ids])
         if learner.correction is not None:
             feats = learner.correction(feats)
         return l2_normalize(feats)
