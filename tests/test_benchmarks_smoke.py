@@ -188,9 +188,10 @@ def test_mocoop_config_in_the_benchmark():
 
 
 def test_mocoop_reference_reencodes_every_expert_at_full_length():
-    """What each path feeds the text encoder: the fast path encodes the E x C expert prompts once per test() (cut
-    to the longest prompt) and only the selected experts in training; the reference re-encodes all E x C at 77
-    tokens for every test batch and every training step. The eval logits of the two are the same."""
+    """What each path feeds the text encoder: the fast path encodes each expert's C prompts once per test() (its
+    shared SOS + leading context once, the rest cut to the longest prompt) and only the selected experts in
+    training; the reference re-encodes all E x C at 77 tokens for every test batch and every training step. The
+    eval logits of the two are the same."""
     import trainers  # noqa: F401
     from dasslite.compat import TRAINER_REGISTRY
 
@@ -203,23 +204,28 @@ def test_mocoop_reference_reencodes_every_expert_at_full_length():
         images, labels = bench.synthetic_batch(3, n_cls, 32, cpu, seed=3)
         experts = trainer.model.prompt_learner.num_experts
         encoder = trainer.model.text_encoder
-        calls = []
-        original = encoder.forward
+        calls, shared = [], []
+        original, original_prefixed = encoder.forward, encoder.encode_prefixed
         encoder.forward = lambda p, t, **kw: (calls.append(tuple(p.shape[:2])), original(p, t, **kw))[1]
+        encoder.encode_prefixed = lambda p, s, e: (shared.append((p.shape[0], s.shape[0])),
+                                                   original_prefixed(p, s, e))[1]
 
         def logits_of_two_batches():
             calls.clear()
+            shared.clear()
             evaluator = H.CountingEvaluator(keep=True)
             H.run_test(trainer, H.TimedLoader(images, labels, 2, cpu), evaluator)
-            return torch.cat(evaluator.outputs), list(calls)
+            return torch.cat(evaluator.outputs), list(calls) + list(shared)
 
+        prefixes = [1 + n for n in trainer.model.prompt_learner.n_before]
         fast, fast_calls = logits_of_two_batches()
-        assert len(fast_calls) == 1 and fast_calls[0][0] == experts * n_cls and fast_calls[0][1] < 77
+        assert fast_calls == [(p, n_cls) for p in prefixes]  # every expert once, its prefix shared by C prompts
         one = {"img": images[:1], "label": labels[:1]}
         trainer.forward_backward(one)  # also encodes the hard-template group prototypes, once
         calls.clear()
+        shared.clear()
         trainer.forward_backward(one)
-        assert calls == [(2 * n_cls, fast_calls[0][1])]  # one image: its top-2 experts only
+        assert calls == [] and len(shared) == 2 and all(n == n_cls for _, n in shared)  # its top-2 experts only
         fast, _ = logits_of_two_batches()  # after two steps: trained contexts, router and ViT LayerNorms
 
         H.use_reference_path(trainer, instance_conditioned=False)

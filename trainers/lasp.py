@@ -75,7 +75,7 @@ class LASPCLIP(PromptCLIP):
     def encode_prompts(self) -> torch.Tensor:
         """Normalised learned features [C_text, E] of every text-supervision class (correction added first)."""
         learner = self.prompt_learner
-        features = self.text_encoder(learner(), learner.tokenized_prompts)
+        features = learner.encode(self.text_encoder)
         if learner.correction is not None:
             features = learner.correction(features)
         return l2_normalize(features)

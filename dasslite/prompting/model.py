@@ -85,8 +85,7 @@ class PromptCLIP(ClipClassifier):
         self._cached: Optional[torch.Tensor] = None
 
     def compute_class_features(self) -> torch.Tensor:
-        prompts = self.prompt_learner()
-        return l2_normalize(self.text_encoder(prompts, self.prompt_learner.tokenized_prompts))
+        return l2_normalize(self.prompt_learner.encode(self.text_encoder))
 
     def class_features(self) -> torch.Tensor:
         if self._cached is not None:

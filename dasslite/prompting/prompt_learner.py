@@ -87,6 +87,14 @@ class ContextPromptLearner(nn.Module):
             rows.append(order)
         return torch.tensor(rows, dtype=torch.long)
 
+    def encode(self, text_encoder: nn.Module) -> torch.Tensor:
+        """Raw class features [C, E] of the prompts. A shared context before the class name (``end``, not CSC)
+        makes SOS + context identical for every class, so it is encoded once (``TextEncoder.encode_prefixed``)."""
+        if self.ctx.dim() == 2 and self.class_token_position == "end":
+            prefix = torch.cat([self.token_prefix[0], self.ctx.to(self.token_prefix.dtype)])
+            return text_encoder.encode_prefixed(prefix, self.token_suffix, eot_positions(self.tokenized_prompts))
+        return text_encoder(self(), self.tokenized_prompts)
+
     def forward(self) -> torch.Tensor:
         """Prompt embeddings [C, L, D]."""
         ctx = self.ctx
