@@ -161,6 +161,17 @@ def test_shared_prefix_encoding_equals_full_prompts(vit):
         reference = encoder.encode_prefixed(torch.cat([base[0, :1], ctx]), suffix, eot)
     torch.testing.assert_close(reference, shared, atol=1e-5, rtol=0)
     encoder.reference_path = False
+    # G prefixes (one context per image, CoCoOp): each group equals its own single-prefix call, for any chunking
+    with torch.no_grad():
+        other = ctx + 0.1 * torch.randn(ctx.shape, generator=torch.Generator().manual_seed(0))
+        prefixes = torch.stack([torch.cat([base[0, :1], ctx]), torch.cat([base[0, :1], other])])
+        singles = torch.stack([encoder.encode_prefixed(p, suffix, eot) for p in prefixes])
+        for size in (None, 1, 3, 5):
+            encoder.chunk_size = size
+            grouped = encoder.encode_prefixed(prefixes, suffix.unsqueeze(0).expand(2, -1, -1, -1), eot)
+            torch.testing.assert_close(grouped, singles, atol=1e-5, rtol=0)
+    encoder.chunk_size = None
+    assert not torch.allclose(singles[0], singles[1], atol=1e-3)
     with pytest.raises(ValueError, match="inside the shared prefix"):
         encoder.encode_prefixed(base[0, :9], base[:, 9:], eot)
     with pytest.raises(ValueError, match="must be"):

@@ -72,11 +72,12 @@ def test_batched_logits_equal_a_per_image_loop_and_chunking_changes_nothing(clip
     assert model.instance_conditioned and not hasattr(model, "cached_class_features")
     images = torch.randn(3, 3, 32, 32)
     calls = []
-    encode = model.text_encoder._encode
-    model.text_encoder._encode = lambda prompts, eot: calls.append(prompts.shape[0]) or encode(prompts, eot)
+    encode = model.text_encoder._encode_prefixed
+    model.text_encoder._encode_prefixed = lambda p, s, e: calls.append(tuple(s.shape[:2])) or encode(p, s, e)
     with torch.no_grad():
         batched = model(images)
-        assert calls == [9]  # the 3 images x 3 classes in one call, not a loop over images
+        # the 3 images x 3 classes in one call, not a loop over images; each image's SOS + context encoded once
+        assert calls == [(3, 3)]
         # what CoCoOp's authors compute: one image at a time, its C prompts through CLIP's own 77-token path
         loop = []
         for i in range(3):
@@ -89,7 +90,7 @@ def test_batched_logits_equal_a_per_image_loop_and_chunking_changes_nothing(clip
         chunked = model(images)
     assert batched.shape == (3, 3)
     assert torch.allclose(batched, loop, atol=1e-4)
-    assert calls == [2, 2, 2, 2, 1]
+    assert calls == [(1, 2), (1, 1)] * 3  # at most 2 prompts per call
     assert torch.allclose(chunked, batched, atol=1e-5)
     with pytest.raises(ValueError, match="chunk_size"):
         ConditionalPromptCLIP(clip_model, learner, chunk_size=0)

@@ -85,47 +85,58 @@ def causal_block_at(block: nn.Module, x: torch.Tensor, positions: torch.Tensor) 
 
 
 def prefixed_block(block: nn.Module, prefix: torch.Tensor, suffix: torch.Tensor):
-    """One CLIP block on N sequences that all begin with the same ``prefix`` [P, D] and go on with ``suffix``
-    [N, S, D]. The mask is causal, so the prefix's states do not depend on what follows: they are computed once,
-    and the suffix attends to the prefix's keys/values and to its own earlier positions. Returns both states."""
+    """One CLIP block on G x N sequences: group g's N sequences all begin with ``prefix[g]`` ([G, P, D]) and go on
+    with ``suffix[g]`` ([G, N, S, D]). The mask is causal, so a prefix's states do not depend on what follows: they
+    are computed once per group, and each suffix attends to its prefix's keys/values and to its own earlier
+    positions. Returns both new states."""
     attn = block.attn
     heads = attn.num_heads
-    n, s_len, width = suffix.shape
-    p_len = prefix.shape[0]
-    q_p, k_p, v_p = F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).unsqueeze(0).chunk(3, -1)
+    groups, p_len, width = prefix.shape
+    n, s_len = suffix.shape[1], suffix.shape[2]
+    q_p, k_p, v_p = F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
     out_p = F.scaled_dot_product_attention(_split_heads(q_p, heads), _split_heads(k_p, heads),
                                            _split_heads(v_p, heads), is_causal=True)
-    prefix = prefix + attn.out_proj(_merge_heads(out_p))[0]
+    prefix = prefix + attn.out_proj(_merge_heads(out_p))
     prefix = prefix + block.mlp(block.ln_2(prefix))
-    q_s, k_s, v_s = F.linear(block.ln_1(suffix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
-    k = torch.cat([k_p.expand(n, -1, -1), k_s], dim=1)
-    v = torch.cat([v_p.expand(n, -1, -1), v_s], dim=1)
+    rows = suffix.reshape(groups * n, s_len, width)
+    q_s, k_s, v_s = F.linear(block.ln_1(rows), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
+    k = torch.cat([_per_row(k_p, n), k_s], dim=1)
+    v = torch.cat([_per_row(v_p, n), v_s], dim=1)
     visible = torch.ones(s_len, p_len + s_len, dtype=torch.bool, device=suffix.device).tril(diagonal=p_len)
     out_s = F.scaled_dot_product_attention(_split_heads(q_s, heads), _split_heads(k, heads), _split_heads(v, heads),
                                            attn_mask=visible)
-    suffix = suffix + attn.out_proj(_merge_heads(out_s))
-    return prefix, suffix + block.mlp(block.ln_2(suffix))
+    rows = rows + attn.out_proj(_merge_heads(out_s))
+    rows = rows + block.mlp(block.ln_2(rows))
+    return prefix, rows.view(groups, n, s_len, width)
+
+
+def _per_row(x: torch.Tensor, n: int) -> torch.Tensor:
+    """[G, P, D] -> [G * n, P, D]: each group's tensor repeated for its n rows."""
+    return x.unsqueeze(1).expand(-1, n, -1, -1).reshape(-1, *x.shape[1:])
 
 
 def prefixed_block_at(block: nn.Module, prefix: torch.Tensor, suffix: torch.Tensor,
                       positions: torch.Tensor) -> torch.Tensor:
-    """``prefixed_block``'s output [N, D] at one suffix position per row (the EOT), skipping the rest."""
+    """``prefixed_block``'s output [G * N, D] at one suffix position per row (the EOT; ``positions`` [G * N]),
+    skipping every other position."""
     attn = block.attn
-    heads, width = attn.num_heads, suffix.shape[-1]
-    n, p_len = suffix.shape[0], prefix.shape[0]
-    rows = torch.arange(n, device=suffix.device)
+    heads = attn.num_heads
+    groups, n, s_len, width = suffix.shape
+    p_len = prefix.shape[1]
+    rows = suffix.reshape(groups * n, s_len, width)
+    index = torch.arange(rows.shape[0], device=suffix.device)
     weight, bias = attn.in_proj_weight, attn.in_proj_bias
     q_bias, kv_bias = (None, None) if bias is None else (bias[:width], bias[width:])
-    hidden = block.ln_1(suffix)
-    q = F.linear(hidden[rows, positions].unsqueeze(1), weight[:width], q_bias)
-    k_p, v_p = F.linear(block.ln_1(prefix), weight[width:], kv_bias).unsqueeze(0).chunk(2, dim=-1)
+    hidden = block.ln_1(rows)
+    q = F.linear(hidden[index, positions].unsqueeze(1), weight[:width], q_bias)
+    k_p, v_p = F.linear(block.ln_1(prefix), weight[width:], kv_bias).chunk(2, dim=-1)
     k_s, v_s = F.linear(hidden, weight[width:], kv_bias).chunk(2, dim=-1)
-    k = torch.cat([k_p.expand(n, -1, -1), k_s], dim=1)
-    v = torch.cat([v_p.expand(n, -1, -1), v_s], dim=1)
+    k = torch.cat([_per_row(k_p, n), k_s], dim=1)
+    v = torch.cat([_per_row(v_p, n), v_s], dim=1)
     visible = torch.arange(k.shape[1], device=suffix.device)[None, :] <= (positions + p_len)[:, None]
     out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads),
                                          attn_mask=visible[:, None, None, :])
-    y = suffix[rows, positions] + attn.out_proj(_merge_heads(out)[:, 0])
+    y = rows[index, positions] + attn.out_proj(_merge_heads(out)[:, 0])
     return y + block.mlp(block.ln_2(y))
 
 
@@ -194,39 +205,58 @@ class TextEncoder(nn.Module):
         return self.ln_final(x).type(dtype) @ self.text_projection
 
     def encode_prefixed(self, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
-        """Features [N, E] of N prompts that share their first P embeddings: ``prefix`` [P, D], then ``suffix``
-        [N, L - P, D]; ``eot`` [N] are EOT positions in the whole prompt (all >= P). Equal to ``forward`` on the
-        concatenated prompts, but the shared prefix (e.g. SOS + a learned context before the class name) goes
-        through the transformer once instead of N times. ``chunk_size`` bounds the rows per call."""
-        p_len = prefix.shape[0]
+        """Features of prompts that share their first P embeddings, encoding the shared part once.
+
+        One prefix: ``prefix`` [P, D], ``suffix`` [N, L - P, D], ``eot`` [N] -> [N, E].
+        G prefixes (e.g. one per image, CoCoOp): ``prefix`` [G, P, D], ``suffix`` [G, N, L - P, D], ``eot`` [N] or
+        [G, N] -> [G, N, E]. ``eot`` are EOT positions in the whole prompt (all >= P). The result equals ``forward``
+        on the concatenated prompts (SOS + a context before the class name is the typical prefix).
+        ``chunk_size`` bounds the prompts per call (whole groups when there are several)."""
+        single = prefix.dim() == 2
+        if single:
+            prefix, suffix = prefix.unsqueeze(0), suffix.unsqueeze(0)
         eot = eot.to(suffix.device)
-        if suffix.dim() != 3 or prefix.dim() != 2 or prefix.shape[-1] != suffix.shape[-1] or eot.shape != suffix.shape[:1]:
+        if (prefix.dim() != 3 or suffix.dim() != 4 or prefix.shape[0] != suffix.shape[0]
+                or prefix.shape[-1] != suffix.shape[-1] or eot.shape[-1] != suffix.shape[1] or eot.dim() > 2):
             raise ValueError(f"prefix {tuple(prefix.shape)}, suffix {tuple(suffix.shape)} and eot {tuple(eot.shape)} "
-                             "must be [P, D], [N, S, D] and [N]")
-        if suffix.shape[0] and int(eot.min()) < p_len:
+                             "must be [P, D], [N, S, D], [N] or [G, P, D], [G, N, S, D], [N] / [G, N]")
+        groups, n, p_len = suffix.shape[0], suffix.shape[1], prefix.shape[1]
+        eot = eot.expand(groups, n)
+        if eot.numel() and int(eot.min()) < p_len:
             raise ValueError(f"an EOT position ({int(eot.min())}) lies inside the shared prefix of length {p_len}")
         if self.reference_path:
-            full = torch.cat([prefix.unsqueeze(0).expand(suffix.shape[0], -1, -1), suffix], dim=1)
+            full = torch.cat([prefix.unsqueeze(1).expand(-1, n, -1, -1), suffix], dim=2).flatten(0, 1)
             full = F.pad(full, (0, 0, 0, self.positional_embedding.shape[0] - full.shape[1]))
-            return self._encode_reference(full, eot)
-        size = self.chunk_size or max(suffix.shape[0], 1)
-        return torch.cat([self._encode_prefixed(prefix, suffix[i:i + size], eot[i:i + size])
-                          for i in range(0, max(suffix.shape[0], 1), size)])
+            out = self._encode_reference(full, eot.reshape(-1)).view(groups, n, -1)
+        elif not self.chunk_size or groups * n <= self.chunk_size:
+            out = self._encode_prefixed(prefix, suffix, eot)
+        elif n <= self.chunk_size:  # whole groups per call
+            per_call = self.chunk_size // n
+            out = torch.cat([self._encode_prefixed(prefix[g:g + per_call], suffix[g:g + per_call],
+                                                   eot[g:g + per_call]) for g in range(0, groups, per_call)])
+        else:  # a group's rows in several calls
+            size = self.chunk_size
+            out = torch.cat([torch.cat([self._encode_prefixed(prefix[g:g + 1], suffix[g:g + 1, i:i + size],
+                                                              eot[g:g + 1, i:i + size]) for i in range(0, n, size)],
+                                       dim=1) for g in range(groups)])
+        return out[0] if single else out
 
     def _encode_prefixed(self, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """[G, P, D] + [G, N, S, D] + EOT [G, N] -> features [G, N, E]."""
         dtype = self.dtype
-        if suffix.shape[0] == 0:
-            return suffix.new_zeros(0, self.text_projection.shape[1], dtype=dtype)
-        p_len = prefix.shape[0]
+        groups, n = suffix.shape[:2]
+        if n == 0:
+            return suffix.new_zeros(groups, 0, self.text_projection.shape[1], dtype=dtype)
+        p_len = prefix.shape[1]
         length = int(eot.max()) + 1
         pos = self.positional_embedding.type(dtype)
         x_p = prefix.type(dtype) + pos[:p_len]
-        x_s = suffix[:, :length - p_len].type(dtype) + pos[p_len:length]
+        x_s = suffix[:, :, :length - p_len].type(dtype) + pos[p_len:length]
         *blocks, last = list(self.transformer.resblocks)
         for block in blocks:
             x_p, x_s = prefixed_block(block, x_p, x_s)
-        y = prefixed_block_at(last, x_p, x_s, eot - p_len)
-        return self.ln_final(y).type(dtype) @ self.text_projection
+        y = prefixed_block_at(last, x_p, x_s, (eot - p_len).reshape(-1))
+        return (self.ln_final(y).type(dtype) @ self.text_projection).view(groups, n, -1)
 
     def _encode_reference(self, prompts: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         """CoOp's TextEncoder verbatim in behaviour: all positions, CLIP's own blocks and 77x77 mask."""

@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
+from dasslite.clip import eot_positions
+
 from .model import ClipClassifier, l2_normalize
 from .prompt_learner import ContextPromptLearner
 
@@ -37,11 +39,29 @@ class ConditionalPromptLearner(ContextPromptLearner):
             ("linear2", nn.Linear(hidden, ctx_dim)),
         ])).to(clip_model.dtype)
 
+    def contexts(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Each image's context [B, M, D]: the shared context shifted by the meta-net's output for that image."""
+        shift = self.meta_net(image_features.type(self.meta_net.linear1.weight.dtype))  # [B, D]
+        return self.ctx.unsqueeze(0) + shift.unsqueeze(1)
+
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
         """Prompt embeddings [B, C, L, D] for normalised image features [B, E]: image b's context in every class."""
-        shift = self.meta_net(image_features.type(self.meta_net.linear1.weight.dtype))  # [B, D]
-        ctx = self.ctx.unsqueeze(0) + shift.unsqueeze(1)  # [B, M, D]
+        ctx = self.contexts(image_features)
         return self.assemble(ctx.unsqueeze(1).expand(-1, self.n_cls, -1, -1))
+
+    def encode_conditioned(self, text_encoder: nn.Module, image_features: torch.Tensor) -> torch.Tensor:
+        """Raw class features [B, C, E] per image. With the class name at the end, SOS + image b's context is
+        shared by its C prompts and encoded once per image (``TextEncoder.encode_prefixed`` with B prefixes)."""
+        n_img = image_features.shape[0]
+        if self.ctx.dim() != 2 or self.class_token_position != "end":
+            prompts = self(image_features)
+            tokens = self.tokenized_prompts.repeat(n_img, 1)  # [B*C, L], image-major like the prompts
+            return text_encoder(prompts.flatten(0, 1), tokens).view(n_img, self.n_cls, -1)
+        ctx = self.contexts(image_features)
+        sos = self.token_prefix[0].to(ctx.dtype).expand(n_img, -1, -1)
+        suffix = self.token_suffix.unsqueeze(0).expand(n_img, -1, -1, -1)
+        return text_encoder.encode_prefixed(torch.cat([sos, ctx], dim=1), suffix,
+                                            eot_positions(self.tokenized_prompts))
 
 
 class ConditionalPromptCLIP(ClipClassifier):
@@ -64,11 +84,7 @@ class ConditionalPromptCLIP(ClipClassifier):
 
     def instance_class_features(self, image_features: torch.Tensor) -> torch.Tensor:
         """Normalised class features [B, C, E], one set per image, from normalised image features [B, E]."""
-        prompts = self.prompt_learner(image_features)  # [B, C, L, D]
-        n_img, n_cls = prompts.shape[:2]
-        tokens = self.prompt_learner.tokenized_prompts.repeat(n_img, 1)  # [B*C, L], image-major like the prompts
-        features = self.text_encoder(prompts.flatten(0, 1), tokens)
-        return l2_normalize(features).view(n_img, n_cls, -1)
+        return l2_normalize(self.prompt_learner.encode_conditioned(self.text_encoder, image_features))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Logits [B, C]: each image against its own class features."""
