@@ -15,6 +15,15 @@ Which end signal
     ``=> result``, everything else must reach ``Finish training``. A training log that printed a validation
     ``=> result`` but never finished therefore stays missing.
 
+Which folders are runs (tables)
+    In a table, the runs of a ``<cfg>`` folder are its ``seed<N>`` sub-folders (``seed_<N>`` and ``seed-<N>`` too);
+    any other sub-folder (``seed1_old``, ``backup``) is no run: it is listed under the table as ignored and never
+    averaged. (``summarize``, CoOp's parser, still reads every sub-folder.) Runs of a trainer that trains must be
+    trainings in its training folders (``train_base``, ``fewshot``, xd/dg ``train``): a record or log saying
+    ``eval_only: True`` there is missing, and so is an evaluation of no model (empty ``model_dir``) in its evaluation
+    folders. Zero-shot trainers (ZeroshotCLIP, ZeroshotCLIP2) and ``<cfg>_zeroshot`` folders (the sweep's
+    ``--zero-shot`` on a trainer that trains) hold evaluations only and get tables of their own.
+
 Statistics
     ``mean ± std`` over seeds, ``std`` being ``np.std`` (population, ddof=0) exactly as in CoOp's parser; with
     ``ci95`` the spread is ``1.96 * std / sqrt(n)`` instead.
@@ -48,10 +57,12 @@ Cross-dataset / domain-generalisation tables (``output/{xd,dg}/train/<source>/..
 
 Published numbers (``--paper``; ``dasslite/paper_results.json``)
     ``base2new --paper`` adds "Paper Base / New / H" columns: the matching method of the MoCoOp paper's Table 1
-    (ZeroshotCLIP -> CLIP, CoOp, CoCoOp, LASP, KgCoOp, MoCoOp). The Average row shows the printed average when our
-    average covers all eleven datasets, else the mean of the paper's rows over our datasets (marked †); a printed
-    average flagged unreliable (KgCoOp's) is shown as printed, marked *. ``dg --paper`` adds a "<method> (paper)"
-    row from the paper's DG table (Appendix B). The paper has no cross-dataset table, so ``xd --paper`` only says so.
+    (ZeroshotCLIP -> CLIP, CoOp, CoCoOp, LASP, KgCoOp, MoCoOp; ZeroshotCLIP2's prompt ensemble is not the paper's
+    single-template CLIP, and ``<cfg>_zeroshot`` tables are no trained method's). The Average row shows the printed
+    average when our average covers all eleven datasets, else the mean of the paper's rows over our datasets (marked
+    †); a printed average flagged unreliable (KgCoOp's) is shown as printed, marked *. ``dg --paper`` adds a
+    "<method> (paper)" row from the paper's DG table (Appendix B). The paper has no cross-dataset table, so
+    ``xd --paper`` only says so.
 
 CLI
     python -m dasslite.results summarize DIR [--test-log] [--multi-exp] [--ci95] [--keyword accuracy] [--log-only]
@@ -98,6 +109,11 @@ PAPER_ORDER = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford
 
 _EVAL_ONLY_RE = re.compile(r"^\s*eval_only\s*:\s*(True|False)\s*$")
 _SEED_RE = re.compile(r"^seed[_-]?(\d+)$")
+
+# Trainers that train nothing (every run is an evaluation), and the suffix of the <cfg> folder where the sweep's
+# ``--zero-shot`` puts the evaluations of a trainer that does train (``CoOp/vit_b16_ctxv1_zeroshot``).
+ZERO_SHOT_TRAINERS = ("ZeroshotCLIP", "ZeroshotCLIP2")
+ZERO_SHOT_SUFFIX = "_zeroshot"
 
 
 class NoResultsError(RuntimeError):
@@ -357,6 +373,7 @@ class Cell:
 
     runs: List[Run]
     ci95: bool = False
+    ignored: List[str] = field(default_factory=list)  # sub-folders that are not seed<N> runs (never averaged)
 
     @property
     def by_label(self) -> Dict[str, float]:
@@ -427,20 +444,67 @@ def _iter_cfg_dirs(split_dir: str, datasets=None, shots=None, trainer=None, cfg=
                     yield ds, shots_name, osp.basename(t_dir), osp.basename(cfg_dir), cfg_dir
 
 
+def is_zero_shot(trainer: str, cfg: str) -> bool:
+    """Runs of a zero-shot trainer, or the sweep's ``--zero-shot`` folder (``<cfg>_zeroshot``) of any trainer."""
+    return trainer in ZERO_SHOT_TRAINERS or cfg.endswith(ZERO_SHOT_SUFFIX)
+
+
+def _run_eval_only(run: Run) -> Optional[bool]:
+    """Whether a complete run was an evaluation only: results.json's ``eval_only``, else the log's argument dump."""
+    if "eval_only" in run.record:
+        return bool(run.record["eval_only"])
+    if run.source and osp.basename(run.source) == LOG_FILE:
+        try:
+            with open(run.source, encoding="utf-8", errors="replace") as f:
+                return _is_eval_only_log(f.read().splitlines())
+        except OSError:
+            return None
+    return None
+
+
+def _trained_check(trainer: str, cfg: str, phase: str) -> Optional[Callable[[Run], Optional[str]]]:
+    """For a trainer that trains (not ``is_zero_shot``): a ``check`` keeping evaluation-only runs out of its
+    training cells (``phase="train"``) and evaluations of no model out of its evaluation cells (``"eval"``)."""
+    if is_zero_shot(trainer, cfg):
+        return None
+    if phase == "train":
+        def check(run: Run) -> Optional[str]:
+            if _run_eval_only(run):
+                return (f"an evaluation-only run (eval_only: True; a zero-shot run?) in a training folder of "
+                        f"{trainer}: not a trained result")
+            return None
+    else:
+        def check(run: Run) -> Optional[str]:
+            if "model_dir" in run.record and not run.record["model_dir"]:
+                return f"evaluated no trained model (model_dir is empty; a zero-shot run?), not a {trainer} result"
+            return None
+    return check
+
+
+def _both(*checks: Optional[Callable[[Run], Optional[str]]]) -> Optional[Callable[[Run], Optional[str]]]:
+    """One check from several (the first reason wins); None when none is given."""
+    checks = [c for c in checks if c is not None]
+    if not checks:
+        return None
+    return lambda run: next((why for why in (c(run) for c in checks) if why), None)
+
+
 def _read_cell(folder: str, seeds: Optional[Sequence[int]], expect: Dict[str, object], keyword: str, ci95: bool,
                log_only: bool, check: Optional[Callable[[Run], Optional[str]]] = None) -> Cell:
-    """The seed folders under ``folder`` as a Cell. With ``seeds``, exactly those (an absent one is missing).
+    """The ``seed<N>`` folders under ``folder`` as a Cell. With ``seeds``, exactly those (an absent one is missing).
 
+    Other sub-folders (``seed1_old``, ``backup``) are no runs: they are listed in ``Cell.ignored``, never averaged.
     ``check(run)`` may return a reason that makes a complete run missing (e.g. a model trained elsewhere).
     """
+    subs = _subdirs(folder) if osp.isdir(folder) else []
+    seed_dirs = [d for d in subs if _SEED_RE.match(osp.basename(d))]
+    ignored = [d for d in subs if not _SEED_RE.match(osp.basename(d))]
     if seeds is None:
-        dirs = _subdirs(folder) if osp.isdir(folder) else [folder]  # an absent folder is one missing entry
+        dirs = seed_dirs if osp.isdir(folder) else [folder]  # an absent folder is one missing entry
     else:
         by_seed = {}
-        for d in (_subdirs(folder) if osp.isdir(folder) else []):
-            match = _SEED_RE.match(osp.basename(d))
-            if match:
-                by_seed[int(match.group(1))] = d
+        for d in seed_dirs:
+            by_seed[int(_SEED_RE.match(osp.basename(d)).group(1))] = d
         dirs = [by_seed.get(s, osp.join(folder, f"seed{s}")) for s in seeds]
     runs = []
     for d in dirs:
@@ -452,7 +516,7 @@ def _read_cell(folder: str, seeds: Optional[Sequence[int]], expect: Dict[str, ob
         if problem:
             run.value, run.problem = None, problem
         runs.append(run)
-    return Cell(runs, ci95)
+    return Cell(runs, ci95, ignored)
 
 
 def _no_results(root: str, filters: Sequence[tuple], missing: Sequence[Run]) -> NoResultsError:
@@ -512,7 +576,8 @@ def load_paper(path: Optional[str] = None) -> dict:
 
 
 def paper_method(paper: dict, trainer: str) -> Optional[str]:
-    """The paper's name for one of our trainers (ZeroshotCLIP -> CLIP), or None."""
+    """The paper's name for one of our trainers (ZeroshotCLIP -> CLIP; ZeroshotCLIP2, CoOp's prompt ensemble, is not
+    the paper's single-template CLIP and has none), or None."""
     return paper.get("trainer_to_method", {}).get(trainer)
 
 
@@ -546,6 +611,10 @@ class Row:
     @property
     def missing(self) -> List[Run]:
         return self.base.missing + self.new.missing
+
+    @property
+    def ignored(self) -> List[str]:
+        return self.base.ignored + self.new.ignored
 
 
 @dataclass
@@ -616,8 +685,9 @@ def collect_base2new(root: str, datasets: Optional[Iterable[str]] = None, traine
         for ds in sorted(found[(shots_name, t_name, group)], key=_dataset_sort_key):
             cfg_name = found[(shots_name, t_name, group)][ds]
             cells = {sub: _read_cell(osp.join(base_root, split, ds, shots_name, t_name, cfg_name), want_seeds,
-                                     {"subsample_classes": sub}, keyword, ci95, log_only)
-                     for split, sub in (("train_base", "base"), ("test_new", "new"))}
+                                     {"subsample_classes": sub}, keyword, ci95, log_only,
+                                     check=_trained_check(t_name, cfg_name, phase))
+                     for split, sub, phase in (("train_base", "base", "train"), ("test_new", "new", "eval"))}
             rows.append(Row(ds, cells["base"], cells["new"], cfg_name))
         tables.append(Base2NewTable(base_root, shots_name, t_name, group, rows, ci95))
     if not any(r.base.n or r.new.n for t in tables for r in t.rows):
@@ -642,11 +712,14 @@ def paper_base2new_rows(table: Base2NewTable, paper: dict):
     average flagged ``unreliable`` in the JSON is shown as printed, marked *, with its note.
     """
     section = paper.get("base2new", {})
-    method = paper_method(paper, table.trainer)
+    # --zero-shot evaluations of a trainer that trains are not that method's published (trained) numbers
+    zero_shot_of_trained = table.trainer not in ZERO_SHOT_TRAINERS and table.cfg.endswith(ZERO_SHOT_SUFFIX)
+    method = None if zero_shot_of_trained else paper_method(paper, table.trainer)
     entry = section.get("methods", {}).get(method) if method else None
     n_rows = len(table.rows) + (1 if table.average else 0)
     if entry is None:
-        note = f"{section.get('source', 'the paper')} has no row for {table.trainer}"
+        what = f"{table.trainer} evaluated zero-shot ({table.cfg})" if zero_shot_of_trained else table.trainer
+        note = f"{section.get('source', 'the paper')} has no row for {what}"
         return [["", "", ""] for _ in range(n_rows)], [note]
     per_ds = entry.get("datasets", {})
     cells = []
@@ -697,6 +770,13 @@ def _missing_lines(runs: Sequence[Run], markdown: bool) -> List[str]:
         f"{'- ' if markdown else '  '}{r.path}: {r.problem}" for r in runs]
 
 
+def _ignored_lines(folders: Sequence[str], markdown: bool) -> List[str]:
+    if not folders:
+        return []
+    return ["", f"Ignored folders (not seed<N> runs, not averaged): {len(folders)}"] + [
+        f"{'- ' if markdown else '  '}{d}" for d in folders]
+
+
 def format_base2new(tables: Sequence[Base2NewTable], tablefmt: str = "github", markdown: bool = False,
                     paper: Optional[dict] = None) -> str:
     """The tables as text (tabulate); ``markdown`` adds ``###`` headings; ``paper`` adds the published columns."""
@@ -712,6 +792,7 @@ def format_base2new(tables: Sequence[Base2NewTable], tablefmt: str = "github", m
         if paper is not None:
             lines += [""] + paper_base2new_rows(table, paper)[1]
         lines += _missing_lines([r for row in table.rows for r in row.missing], markdown)
+        lines += _ignored_lines([d for row in table.rows for d in row.ignored], markdown)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -770,6 +851,10 @@ class GridRow:
     @property
     def missing(self) -> List[Run]:
         return [r for c in self.cells.values() for r in c.missing]
+
+    @property
+    def ignored(self) -> List[str]:
+        return [d for c in self.cells.values() for d in c.ignored]
 
 
 @dataclass
@@ -870,6 +955,7 @@ def format_grids(tables: Sequence[GridTable], tablefmt: str = "github", markdown
         if table.notes:
             lines += [""] + table.notes
         lines += _missing_lines([r for row in table.rows for r in row.missing], markdown)
+        lines += _ignored_lines([d for row in table.rows for d in row.ignored], markdown)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -906,7 +992,7 @@ def collect_fewshot(root: str, datasets: Optional[Iterable[str]] = None, trainer
         for ds in sorted(per_ds, key=_dataset_sort_key):
             cells = {k: _read_cell(osp.join(root, ds, k, t_name, c), want_seeds,
                                    {"subsample_classes": "all", "num_shots": int(_shots_number(k))},
-                                   keyword, ci95, log_only)
+                                   keyword, ci95, log_only, check=_trained_check(t_name, c, "train"))
                      for k, c in per_ds[ds].items()}
             rows.append(GridRow(ds, cells, t_name, next(iter(per_ds[ds].values()))))
         tables.append(GridTable("fewshot", root, t_name, group, "", "", columns, rows, ci95))
@@ -983,12 +1069,14 @@ def collect_transfer(root: str, protocol: str, source: Optional[str] = None, tar
         for t_name, cfg_names in by_trainer.items():
             for cfg_name in cfg_names:
                 cells = {src: _read_cell(osp.join(train_root, src, shots_name, t_name, cfg_name), want_seeds, expect,
-                                         keyword, ci95, log_only)}
+                                         keyword, ci95, log_only, check=_trained_check(t_name, cfg_name, "train"))}
                 for target in cols:
                     cells[target] = _read_cell(osp.join(test_root, target, shots_name, t_name, cfg_name),
-                                               want_seeds, expect, keyword, ci95, log_only, check=from_source)
+                                               want_seeds, expect, keyword, ci95, log_only,
+                                               check=_both(from_source, _trained_check(t_name, cfg_name, "eval")))
                 rows.append(GridRow(f"{t_name} / {cfg_name}", cells, t_name, cfg_name))
-            if paper is not None:  # the published row goes after that trainer's rows
+            trained = [c for c in cfg_names if not (t_name not in ZERO_SHOT_TRAINERS and c.endswith(ZERO_SHOT_SUFFIX))]
+            if paper is not None and trained:  # the published row goes after that trainer's rows
                 prow, note = _paper_transfer_row(paper, protocol, t_name, src, [src] + cols)
                 if prow is not None:
                     rows.append(prow)
@@ -1238,7 +1326,8 @@ def _add_table_args(p: argparse.ArgumentParser, protocol: str) -> None:
     p.add_argument("--trainer", default=None)
     p.add_argument("--cfg", default=None, help="only this recipe (default: all; a trainer's per-dataset default "
                                                "recipes share one table)")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds (others are ignored)")
+    p.add_argument("--seeds", nargs="+", default=None,
+                   help="only these seeds (others are ignored); '1 2' or '1,2'")
     p.add_argument("--ci95", action="store_true", help="report the 95%% confidence interval instead of the std")
     p.add_argument("--keyword", default="accuracy")
     p.add_argument("--log-only", action="store_true", help="ignore results.json, parse log.txt only")
@@ -1279,6 +1368,23 @@ def build_parser() -> argparse.ArgumentParser:
 TABLE_COMMANDS = ("base2new", "fewshot", "xd", "dg")
 
 
+def parse_seeds(values: Sequence[str]) -> List[int]:
+    """``["1", "2,3"]`` or ``["1 2"]`` -> ``[1, 2, 3]`` (duplicates dropped); ValueError naming a bad one."""
+    seeds: List[int] = []
+    for value in values:
+        for part in str(value).replace(",", " ").split():
+            try:
+                seed = int(part)
+            except ValueError:
+                raise ValueError(f"--seeds: not a seed: {part!r}") from None
+            if seed < 0:
+                raise ValueError(f"--seeds: seeds must be >= 0, got {seed}")
+            seeds.append(seed)
+    if not seeds:
+        raise ValueError("--seeds: no seeds given")
+    return list(dict.fromkeys(seeds))
+
+
 def _table_command(args) -> None:
     paper = load_paper(args.paper_file) if getattr(args, "paper", False) else None
     common = dict(trainer=args.trainer, cfg=args.cfg, seeds=args.seeds, keyword=args.keyword, ci95=args.ci95,
@@ -1309,7 +1415,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in ("summarize", *TABLE_COMMANDS, "-h", "--help"):
         argv = ["summarize"] + argv  # `python -m dasslite.results DIR ...` == parse_test_res.py DIR ...
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "seeds", None) is not None:
+        try:
+            args.seeds = parse_seeds(args.seeds)
+        except ValueError as exc:
+            parser.error(str(exc))
     try:
         if args.command == "summarize":
             if args.multi_exp:

@@ -4,8 +4,9 @@
     python -m dasslite.sweep fewshot  --trainer T --dataset D [--shots 1 2 4 8 16] [COMMON] [-- KEY VALUE ...]
     python -m dasslite.sweep xd       --trainer T [--source imagenet] [--targets D ...] [--shots 16] [COMMON] [-- ...]
     python -m dasslite.sweep dg       --trainer T [--source imagenet] [--targets D ...] [--shots 16] [COMMON] [-- ...]
-    COMMON: [--seeds 1 2 3] [--cfg C] [--data DATA] [--output output] [--load-epoch E] [--gpus 0,1] [--dry-run]
-            [--zero-shot] [--ci95]   (fewshot has no --load-epoch: it evaluates nothing after training)
+    COMMON: [--seeds 1 2 3] [--cfg C] [--config-file F] [--data DATA] [--output output] [--load-epoch E]
+            [--gpus 0,1] [--dry-run] [--zero-shot] [--ci95]   (fewshot has no --load-epoch: it evaluates nothing
+            after training)
 
 Every protocol loops over the seeds; ``<T>`` is the trainer, ``<cfg>`` the recipe, ``<K>`` the shots:
 
@@ -27,17 +28,22 @@ xd (cross-dataset) and dg (domain generalisation), for each seed S:
      ``TRAINER.MOCOOP.TEMPLATE_GROUPS ImageNet``: the model keeps the experts it was trained with).
      ``demo`` is refused as a source or target: the demo world holds a single dataset.
 Zero-shot trainers (ZeroshotCLIP, ZeroshotCLIP2, or ``--zero-shot``) train nothing: every step above is an
-``--eval-only`` run without a model dir, into the same folders, with no dependencies.
+``--eval-only`` run without a model dir, with no dependencies. ``--zero-shot`` on a trainer that trains (``--trainer
+CoOp --zero-shot``) writes into ``<cfg>_zeroshot`` folders, never into the folders of that trainer's trained runs.
 Then the protocol's table over those seeds is printed (``dasslite.results``).
 
 Recipes: ``--cfg`` (or ``CFG`` in the scripts) names one in ``configs/trainers/<T>/``. Without it the recipe comes from
 :func:`default_cfg`: ``demo`` for the demo dataset, else ``RECIPES[T][dataset]`` (the per-dataset recipes the LASP
-and MoCoOp authors ran), else ``DEFAULT_CFGS[T]``. xd/dg look up the source dataset.
+and MoCoOp authors ran), else ``DEFAULT_CFGS[T]``. xd/dg look up the source dataset. ``--config-file F`` runs the
+recipe file F instead; the ``<cfg>`` folder is then ``--cfg`` if given, else F's name without ``.yaml``.
+``--trainer`` must be a known trainer (``DEFAULT_CFGS`` or a folder in ``configs/trainers/``); with ``--config-file``
+any name that is not a near miss of a known one is accepted (a trainer of your own, see ``--train-py``).
 
 Re-running is safe:
   * a run whose ``results.json`` is complete is skipped ("Results exist in DIR (complete); skipping");
-    if that record names another trainer, dataset, seed, subsample, shot count, eval-only mode or model dir, the
-    sweep stops instead of reusing it;
+    if that record names another trainer, dataset, seed, subsample, shot count, eval-only mode, model dir, recipe
+    file (compared by file name: ``config_file``) or, for evaluations when ``--load-epoch`` is given, another
+    ``load_epoch``, the sweep stops instead of reusing it (without ``--load-epoch`` any recorded epoch is accepted);
   * an existing folder without a complete ``results.json`` is re-run *into the same folder*: train.py resumes
     from the last checkpoint there (Dassl semantics) and an evaluation is simply repeated. Nothing is deleted;
   * a train.py that fails (non-zero exit, or exit 0 without a complete results.json) stops the sweep with an
@@ -54,6 +60,7 @@ Jobs: the plan is a list of :class:`Job` (the argv, the output dir, dependencies
 ``SequentialRunner`` runs one job at a time with the console attached. With ``--gpus 0,1,2,3`` (or ``GPUS=...``)
 and more than one id, ``GpuPoolRunner`` runs one job per GPU (``CUDA_VISIBLE_DEVICES``), queueing the rest and
 starting an evaluation only after its training succeeded; each job's console goes to ``<run dir>/console.txt``.
+A GPU id may appear once. If the pool stops on an error (or Ctrl-C), the jobs it started are terminated.
 """
 from __future__ import annotations
 
@@ -72,7 +79,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 from dasslite import results as results_mod
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-ZERO_SHOT_TRAINERS = ("ZeroshotCLIP", "ZeroshotCLIP2")
+ZERO_SHOT_TRAINERS = results_mod.ZERO_SHOT_TRAINERS  # ("ZeroshotCLIP", "ZeroshotCLIP2")
+# ``--zero-shot`` on a trainer that trains: its evaluations go to ``<cfg><ZERO_SHOT_SUFFIX>`` folders
+ZERO_SHOT_SUFFIX = results_mod.ZERO_SHOT_SUFFIX
 
 # A trainer's recipe where RECIPES names none for the dataset.
 DEFAULT_CFGS = {"CoOp": "vit_b16_ctxv1", "LASP": "vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32",
@@ -146,6 +155,7 @@ class Job:
     cwd: Optional[str] = None
     dataset: str = ""  # the dataset config name the run reads
     model_dir: Optional[str] = None  # the trained model an evaluation loads
+    config_file: Optional[str] = None  # the recipe file (a record's ``config_file`` must have its file name)
 
     @property
     def log_path(self) -> str:
@@ -156,13 +166,21 @@ class Job:
         return osp.join(self.output_dir, results_mod.RESULTS_FILE)
 
     def conflicts(self, record: dict) -> Dict[str, tuple]:
-        """``{field: (recorded, expected)}`` for every way a complete record belongs to another run."""
+        """``{field: (recorded, expected)}`` for every way a complete record belongs to another run.
+
+        ``model_dir`` is compared on its layout tail, ``config_file`` on its file name (the record holds the path
+        as train.py was given it, relative to the folder the sweep ran in); fields a record lacks are not checked.
+        """
         wrong = {k: (record[k], v) for k, v in self.expect.items() if k in record and record[k] != v}
         if "model_dir" in record:
             got = record["model_dir"] or None
             if (got is None) != (self.model_dir is None) or (
                     got is not None and layout_tail(got) != layout_tail(self.model_dir)):
                 wrong["model_dir"] = (record["model_dir"], self.model_dir)
+        if self.config_file is not None and "config_file" in record:
+            got = record["config_file"] or ""
+            if osp.basename(str(got).replace("\\", "/")) != osp.basename(self.config_file):
+                wrong["config_file"] = (record["config_file"], self.config_file)
         return wrong
 
     def state(self) -> str:
@@ -175,8 +193,10 @@ class Job:
             wrong = self.conflicts(record)
             if wrong:
                 detail = ", ".join(f"{k}={got!r} (expected {want!r})" for k, (got, want) in wrong.items())
+                hints = [CONFLICT_HINTS[k] for k in CONFLICT_HINTS if k in wrong]
                 raise SweepError(f"{self.results_path} belongs to another run: {detail}. "
-                                 f"Move that folder away or use another --output.")
+                                 + "".join(f"{h} " for h in hints)
+                                 + "Move that folder away or use another --output.")
             return "done"
         if osp.isdir(self.output_dir) and os.listdir(self.output_dir):
             return "resume"
@@ -184,6 +204,15 @@ class Job:
 
     def command(self) -> str:
         return shlex.join(self.argv)
+
+
+# Why a conflict on these fields happens, printed before "Move that folder away or use another --output."
+CONFLICT_HINTS = {
+    "load_epoch": "It evaluated another checkpoint epoch: the folders do not name the epoch, so give each "
+                  "--load-epoch its own --output.",
+    "config_file": "It was made with another recipe file: give --cfg a name of its own for that recipe, or use "
+                   "another --output.",
+}
 
 
 def read_complete_record(path: str) -> Optional[dict]:
@@ -254,8 +283,10 @@ def _make_job(spec: SweepSpec, key: str, phase: str, seed: int, dataset: str, sh
                                  "subsample_classes": subsample, "eval_only": eval_only}
     if spec.dataset_names.get(dataset):
         expect["dataset"] = spec.dataset_names[dataset]
+    if model_dir is not None and spec.load_epoch is not None:  # without --load-epoch: the latest, any epoch
+        expect["load_epoch"] = spec.load_epoch
     return Job(key, phase, seed, output_dir, argv, eval_only, expect, list(depends_on), cwd=spec.cwd,
-               dataset=dataset, model_dir=model_dir)
+               dataset=dataset, model_dir=model_dir, config_file=spec.config_file)
 
 
 def plan_base2new(spec: SweepSpec) -> List[Job]:
@@ -421,19 +452,46 @@ def _popen_launcher(job: Job, env: Dict[str, str], console_path: str):
 class GpuPoolRunner:
     """One job per GPU id (``CUDA_VISIBLE_DEVICES``), the rest queued; a job starts once its dependencies succeeded.
 
-    On a failure no new job starts, the running ones finish, and a SweepError reports every failure.
-    ``popen(job, env, console_path)`` returns an object with ``poll()`` (default: ``subprocess.Popen``).
+    On a failure no new job starts, the running ones finish, and a SweepError reports every failure. On anything
+    else that stops the pool (Ctrl-C, an OSError starting a job, a bug) the running jobs are terminated first.
+    ``popen(job, env, console_path)`` returns an object with ``poll()`` and ``terminate()`` (default:
+    ``subprocess.Popen``). Each GPU id may appear once (``running`` is keyed by it).
     """
 
     def __init__(self, gpus: Sequence[str], popen=_popen_launcher, env: Optional[Dict[str, str]] = None, out=None,
                  poll_interval: float = 0.5) -> None:
         if not gpus:
             raise SweepUsageError("GpuPoolRunner needs at least one GPU id")
+        _check_unique_gpus(gpus)
         self.gpus = list(gpus)
         self.popen = popen
         self.env = dict(os.environ if env is None else env)
         self.out = out if out is not None else sys.stdout
         self.poll_interval = poll_interval
+
+    def _stop(self, running: Dict[str, tuple], grace: float = 10.0) -> None:
+        """Terminate the running jobs, wait up to ``grace`` seconds for them, then kill what is left."""
+        for gpu, (job, proc, _, _) in running.items():
+            try:
+                if proc.poll() is None:
+                    print(f"[gpu {gpu}] stopping {job.key} ({job.output_dir})", file=self.out)
+                    proc.terminate()
+            except Exception:  # one job that cannot be stopped must not keep the others running
+                pass
+        deadline = time.time() + grace
+        for _, proc, _, _ in running.values():
+            try:
+                wait = getattr(proc, "wait", None)
+                if wait is not None:
+                    try:
+                        wait(timeout=max(0.0, deadline - time.time()))
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+            except Exception:
+                pass
+            fh = getattr(proc, "_sweep_console", None)
+            if fh is not None:
+                fh.close()
 
     def _skip_finished(self, pending: List[Job], outcome: Dict[str, str]) -> None:
         """Mark ready jobs whose results are already complete as skipped, without occupying a GPU."""
@@ -497,9 +555,8 @@ class GpuPoolRunner:
                 self.out.flush()
                 if running:
                     time.sleep(self.poll_interval)
-        except KeyboardInterrupt:
-            for job, proc, _, _ in running.values():
-                proc.terminate()
+        except BaseException:  # Ctrl-C, or an error of the pool itself: leave no train.py running unattended
+            self._stop(running)
             raise
         if failures:
             not_started = [j.key for j in pending]
@@ -510,11 +567,20 @@ class GpuPoolRunner:
         return outcome
 
 
+def _check_unique_gpus(gpus: Sequence[str]) -> None:
+    repeated = sorted({g for g in gpus if list(gpus).count(g) > 1}, key=list(gpus).index)
+    if repeated:
+        raise SweepUsageError(f"GPU id {', '.join(repeated)} given more than once in {','.join(gpus)}: the pool runs "
+                              f"one job per GPU, so list each GPU once")
+
+
 def parse_gpus(text: Optional[str]) -> List[str]:
-    """``"0,1, 2"`` -> ``["0", "1", "2"]``; empty or None -> ``[]``."""
+    """``"0,1, 2"`` -> ``["0", "1", "2"]``; empty or None -> ``[]``; a repeated id is a SweepUsageError."""
     if not text:
         return []
-    return [g.strip() for g in text.replace(" ", ",").split(",") if g.strip()]
+    gpus = [g.strip() for g in text.replace(" ", ",").split(",") if g.strip()]
+    _check_unique_gpus(gpus)
+    return gpus
 
 
 def make_runner(gpus: Sequence[str], env: Optional[Dict[str, str]] = None, out=None):
@@ -563,17 +629,57 @@ def find_dataset_config(repo_root: str, dataset: str) -> str:
 
 
 def read_dataset_name(path: str) -> Optional[str]:
-    """``DATASET.NAME`` of a dataset yaml (what train.py writes as ``dataset`` in results.json), or None."""
+    """``DATASET.NAME`` of a dataset yaml (what train.py writes as ``dataset`` in results.json), or None.
+
+    A file that cannot be read or parsed, or that is not a YAML mapping, is a SweepUsageError naming it.
+    """
     try:
         import yaml
-
+    except ImportError:  # PyYAML comes with yacs; without it the records' dataset is simply not checked
+        return None
+    try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-    except (OSError, ImportError, ValueError):
+    except OSError as exc:
+        raise SweepUsageError(f"cannot read dataset config {path}: {exc}") from None
+    except (yaml.YAMLError, ValueError) as exc:
+        raise SweepUsageError(f"cannot parse dataset config {path}: {exc}") from None
+    if data is None:
         return None
-    node = data.get("DATASET") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise SweepUsageError(f"dataset config {path} is not a YAML mapping (got {type(data).__name__}); expected "
+                              f"a DATASET: section with its NAME")
+    node = data.get("DATASET")
     name = node.get("NAME") if isinstance(node, dict) else None
     return str(name) if name else None
+
+
+def known_trainers(repo_root: str) -> List[str]:
+    """The trainers the sweep knows: those with a default recipe, a fallback, or a ``configs/trainers/<T>/`` folder."""
+    folder = osp.join(repo_root, "configs", "trainers")
+    names = set(DEFAULT_CFGS) | set(ZERO_SHOT_TRAINERS) | set(CONFIG_FOLDER_FALLBACK)
+    if osp.isdir(folder):
+        names |= {n for n in os.listdir(folder) if not n.startswith(".") and osp.isdir(osp.join(folder, n))}
+    return sorted(names)
+
+
+def check_trainer(repo_root: str, trainer: str, config_file: Optional[str] = None) -> None:
+    """SweepUsageError with the close names for a trainer the sweep does not know (``mocoop``, ``CoOP``, ``LAPS``).
+
+    With ``--config-file`` a name of one's own is accepted unless it is a near miss of a known trainer.
+    """
+    known = known_trainers(repo_root)
+    if trainer in known:
+        return
+    by_lower = {k.lower(): k for k in known}
+    close = ([by_lower[trainer.lower()]] if trainer.lower() in by_lower else
+             [by_lower[c] for c in difflib.get_close_matches(trainer.lower(), list(by_lower), n=3, cutoff=0.75)])
+    if config_file and not close:
+        return
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise SweepUsageError(f"unknown trainer {trainer!r}.{hint} Known trainers: {', '.join(known)} (trainer names "
+                          f"are case-sensitive; a trainer of your own needs configs/trainers/{trainer}/ or "
+                          f"--config-file)")
 
 
 def find_trainer_config(repo_root: str, trainer: str, cfg: str, config_file: Optional[str] = None) -> str:
@@ -629,6 +735,11 @@ def _transfer_datasets(args) -> tuple:
     return source, targets
 
 
+def zero_shot_cfg(cfg: str) -> str:
+    """The ``<cfg>`` folder of ``--zero-shot`` evaluations of a trainer that trains."""
+    return cfg if cfg.endswith(ZERO_SHOT_SUFFIX) else cfg + ZERO_SHOT_SUFFIX
+
+
 def resolve_spec(args, environ: Optional[Dict[str, str]] = None,
                  demo_world: Optional[Callable[[], object]] = None, cwd: Optional[str] = None) -> SweepSpec:
     """Turn parsed CLI arguments (any protocol) into a spec: config files, data root (demo world or $DATA), defaults."""
@@ -638,6 +749,8 @@ def resolve_spec(args, environ: Optional[Dict[str, str]] = None,
     train_py = osp.abspath(args.train_py or osp.join(repo_root, "train.py"))
     if not osp.isfile(train_py):
         raise SweepUsageError(f"train.py not found at {train_py} (use --train-py or --repo-root)")
+    config_file = args.config_file
+    check_trainer(repo_root, args.trainer, config_file)
     zero_shot = args.zero_shot or args.trainer in ZERO_SHOT_TRAINERS
 
     if args.protocol in ("xd", "dg"):
@@ -646,12 +759,19 @@ def resolve_spec(args, environ: Optional[Dict[str, str]] = None,
         dataset, targets = args.dataset, []
     shots = list(args.shots) if isinstance(args.shots, list) else [args.shots]
 
-    cfg = args.cfg or default_cfg(args.trainer, dataset)
+    if args.cfg:
+        cfg = args.cfg
+    elif config_file:  # the recipe file names the folder, so another recipe never lands in the default's folder
+        cfg = osp.splitext(osp.basename(config_file))[0]
+    else:
+        cfg = default_cfg(args.trainer, dataset)
     if not cfg:
         raise SweepUsageError(f"--cfg is required for trainer {args.trainer} (a recipe name in "
-                              f"configs/trainers/{args.trainer}/)")
+                              f"configs/trainers/{args.trainer}/, or --config-file FILE)")
     ds_paths = {ds: find_dataset_config(repo_root, ds) for ds in [dataset] + targets}
-    tr_cfg = find_trainer_config(repo_root, args.trainer, cfg, args.config_file)
+    tr_cfg = find_trainer_config(repo_root, args.trainer, cfg, config_file)
+    if args.zero_shot and args.trainer not in ZERO_SHOT_TRAINERS:
+        cfg = zero_shot_cfg(cfg)  # never the folders of this trainer's trained runs
     data_root, opts = resolve_data(dataset == DEMO_DATASET, args.data, environ, demo_world)
     if len(args.extra_opts) % 2:
         raise SweepUsageError(f"extra opts must be KEY VALUE pairs, got {args.extra_opts}")
@@ -692,8 +812,9 @@ def _add_common_args(p: argparse.ArgumentParser, evaluates: bool = True) -> None
     p.add_argument("--trainer", default="CoOp", help="trainer name (default: %(default)s)")
     p.add_argument("--cfg", default=None, help=f"recipe in configs/trainers/<trainer>/ (default: demo for the demo "
                                                f"dataset, else {recipes})")
-    p.add_argument("--config-file", default=None, help="explicit trainer config path (overrides --cfg's lookup; "
-                                                       "--cfg still names the output folder)")
+    p.add_argument("--config-file", default=None, help="explicit trainer config path (overrides --cfg's lookup); "
+                                                       "the output folder is --cfg if given, else the file's name "
+                                                       "without .yaml")
     p.add_argument("--seeds", nargs="+", default=["1", "2", "3"], help="seeds (default: 1 2 3; '1,2' works too)")
     p.add_argument("--data", default=None, help="dataset root (default: $DATA; not needed for demo)")
     p.add_argument("--output", default="output", help="output root (default: %(default)s)")
@@ -701,8 +822,8 @@ def _add_common_args(p: argparse.ArgumentParser, evaluates: bool = True) -> None
         p.add_argument("--load-epoch", type=int, default=None,
                        help="checkpoint epoch the evaluations load (default: the latest)")
     p.add_argument("--zero-shot", action="store_true",
-                   help="treat the trainer as zero-shot (eval-only runs, nothing trained); implied for "
-                        + ", ".join(ZERO_SHOT_TRAINERS))
+                   help="treat the trainer as zero-shot (eval-only runs, nothing trained; a trainer that trains "
+                        "writes them into <cfg>_zeroshot folders); implied for " + ", ".join(ZERO_SHOT_TRAINERS))
     p.add_argument("--gpus", default=None, help="GPU ids, e.g. 0,1,2,3: one job per GPU (default: $GPUS)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
     p.add_argument("--ci95", action="store_true", help="the final table shows 95%% CIs instead of std")

@@ -1,7 +1,26 @@
 # Sourced by scripts/<method>/*.sh. Moves to the repository root (so the scripts work from any folder) and sets
 # PYTHON: $PYTHON if given, else `python` on PATH (an activated venv), else ./.venv/bin/python, else python3.
+# A relative DATA or OUTPUT is taken relative to the folder the script was started from (made absolute before the
+# move); paths given as SWEEP OPTIONS (--data, --output, --config-file) are read from the repository root.
+# Works with bash 3.2 (macOS) too: no empty "${array[@]}" under `set -u`.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CALLER_DIR="$PWD"
+
+# from_caller PATH: PATH if absolute, else PATH under the folder the script was started from
+from_caller() {
+  case "$1" in
+    /*) printf '%s\n' "$1" ;;
+    *) printf '%s\n' "$CALLER_DIR/$1" ;;
+  esac
+}
+if [ -n "${DATA:-}" ]; then
+  DATA="$(from_caller "$DATA")"
+  export DATA
+fi
+if [ -n "${OUTPUT:-}" ]; then
+  OUTPUT="$(from_caller "$OUTPUT")"
+fi
 cd "$REPO_ROOT"
 if [ -z "${PYTHON:-}" ]; then
   if command -v python >/dev/null 2>&1; then
@@ -33,7 +52,8 @@ print_usage() {
 # protocol: base2new DATASET SHOTS; fewshot DATASET; xd and dg none (they train on imagenet, see --source). When one
 # is missing, SCRIPT's "Usage:" block is printed. SEEDS (default "1 2 3", also "1,2") is the next argument that is
 # not an option. Environment: CFG (default: the sweep's recipe for TRAINER and the dataset, dasslite.sweep.RECIPES;
-# demo on the demo dataset), LOADEP (not fewshot), OUTPUT (default: output); DATA and GPUS are read by the sweep.
+# demo on the demo dataset), LOADEP (not fewshot), OUTPUT (default: output in the repository root; a relative one is
+# under the caller's folder); DATA (relative: under the caller's folder) and GPUS are read by the sweep.
 protocol_sweep() {
   local script=$1 protocol=$2 trainer=$3
   shift 3
@@ -48,7 +68,7 @@ protocol_sweep() {
       ;;
   esac
   local args=(--trainer "$trainer") flag
-  for flag in "${flags[@]}"; do
+  for flag in ${flags[@]+"${flags[@]}"}; do
     if [ $# -eq 0 ] || [ "${1#-}" != "$1" ]; then
       print_usage "$script"
     fi

@@ -299,3 +299,24 @@ def test_bash_wrappers_usage_errors(fake):
         for method in ("mocoop", "lasp"):
             text = open(os.path.join(REPO, "scripts", method, f"{name}.sh")).read()
             assert "rm -r" not in text and f"protocol_sweep \"$REPO_ROOT/scripts/{method}/{name}.sh\" {name}" in text
+
+
+def test_transfer_and_fewshot_epoch_recipe_and_zero_shot_folders(fake):
+    spec = spec_for(fake, "xd", ["--trainer", "CoOp", "--seeds", "1", "--targets", "dtd", "--load-epoch", "10"])
+    train, test = S.plan(spec)
+    assert "load_epoch" not in train.expect and test.expect["load_epoch"] == 10
+    fields = dict(trainer="CoOp", seed=1, num_shots=16, subsample_classes="all", eval_only=True,
+                  dataset="DescribableTextures", model_dir=train.output_dir)
+    write_record(test.output_dir, load_epoch=2, **fields)
+    with pytest.raises(S.SweepError, match="load_epoch=2 \\(expected 10\\)"):
+        test.state()
+    # a recipe file names the source's folder when --cfg is absent
+    recipe = fake.tmp / "coop_long.yaml"
+    recipe.write_text("{}\n")
+    spec = spec_for(fake, "dg", ["--trainer", "CoOp", "--seeds", "1", "--config-file", str(recipe)])
+    assert spec.cfg == "coop_long" and all("/CoOp/coop_long/seed1" in unix(j.output_dir) for j in S.plan(spec))
+    # --zero-shot on a trainer that trains: <cfg>_zeroshot folders, eval-only runs
+    spec = spec_for(fake, "fewshot", ["--trainer", "MoCoOp", "--dataset", "dtd", "--shots", "2", "--zero-shot"])
+    cfg = S.RECIPES["MoCoOp"]["dtd"]
+    assert spec.cfg == f"{cfg}_zeroshot" and unix(spec.config_file).endswith(f"MoCoOp/{cfg}.yaml")
+    assert all(j.eval_only and f"/MoCoOp/{cfg}_zeroshot/" in unix(j.output_dir) for j in S.plan(spec))

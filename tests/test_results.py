@@ -588,3 +588,99 @@ def test_shots_folder_names_are_strict():
 
     assert _shots_number("shots_16") == 16 and _shots_number("shots_1") == 1
     assert _shots_number("shots_16_8.0") == float("inf") and _shots_number("shots_x") == float("inf")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# which folders and records count in a table
+# ------------------------------------------------------------------------------------------------------------
+def test_only_seed_folders_are_runs_others_are_listed_as_ignored(tmp_path, capsys):
+    for seed in (1, 2, 3):
+        write_run(b2n_dir(tmp_path, "train_base", "eurosat", seed), None, record(80.0 + seed, "base", seed))
+        write_run(b2n_dir(tmp_path, "test_new", "eurosat", seed), None, record(60.0 + seed, "new", seed))
+    old = b2n_dir(tmp_path, "train_base", "eurosat", 1).parent / "seed1_old"  # a copy kept aside by hand
+    write_run(old, None, record(10.0, "base", 1))
+    write_run(old.parent / "backup", train_log(20.0))
+    (table,) = R.collect_base2new(str(tmp_path))
+    (row,) = table.rows
+    assert (row.base.n, row.new.n) == (3, 3) and row.base.mean == pytest.approx(82.0)
+    assert R.table_rows(table)[0][4] == "3"  # not 5/3
+    assert row.base.ignored == [str(old.parent / "backup"), str(old)] and row.missing == []
+    text = R.format_base2new([table])
+    assert "Ignored folders (not seed<N> runs, not averaged): 2" in text and f"  {old}" in text
+    # the same with --seeds, and in the few-shot / transfer tables
+    (table,) = R.collect_base2new(str(tmp_path), seeds=[1, 2])
+    assert table.rows[0].base.n == 2 and table.rows[0].base.ignored == [str(old.parent / "backup"), str(old)]
+    for seed in (1, 2):
+        write_run(fs_dir(tmp_path, "eurosat", 4, seed), None, fs_record(50.0 + seed, 4, seed))
+    write_run(fs_dir(tmp_path, "eurosat", 4, 1).parent / "seed2_crashed", None, fs_record(0.0, 4, 2))
+    (fs,) = R.collect_fewshot(str(tmp_path))
+    assert fs.rows[0].cells["shots_4"].n == 2 and fs.rows[0].cells["shots_4"].mean == pytest.approx(51.5)
+    assert "seed2_crashed" in R.format_grids([fs]) and "Ignored folders" in R.format_grids([fs])
+    assert R.main(["base2new", str(tmp_path)]) == 0
+    assert "Ignored folders" in capsys.readouterr().out
+
+
+def test_eval_only_runs_do_not_count_as_a_trained_trainer_s_results(tmp_path):
+    # seed 3's "training" is a zero-shot evaluation written into CoOp's training folder (results.json or a log)
+    for seed in (1, 2):
+        write_run(b2n_dir(tmp_path, "train_base", "eurosat", seed), None,
+                  record(80.0 + seed, "base", seed, eval_only=False))
+        write_run(b2n_dir(tmp_path, "test_new", "eurosat", seed), None,
+                  record(60.0 + seed, "new", seed, eval_only=True, model_dir="x/train_base/seed"))
+    write_run(b2n_dir(tmp_path, "train_base", "eurosat", 3), None, record(50.0, "base", 3, eval_only=True))
+    write_run(b2n_dir(tmp_path, "train_base", "eurosat", 4), eval_log(51.0))
+    write_run(b2n_dir(tmp_path, "test_new", "eurosat", 3), None,
+              record(40.0, "new", 3, eval_only=True, model_dir=""))  # evaluated no model
+    (table,) = R.collect_base2new(str(tmp_path))
+    (row,) = table.rows
+    assert (row.base.n, row.new.n) == (2, 2) and row.base.mean == pytest.approx(81.5)
+    problems = {r.label: r.problem for r in row.base.missing}
+    assert "evaluation-only run" in problems["seed3"] and "evaluation-only run" in problems["seed4"]
+    assert "evaluated no trained model" in [r.problem for r in row.new.missing][0]
+    # the sweep's --zero-shot folder of CoOp is a table of its own, zero-shot records count there, no paper row
+    for seed in (1, 2):
+        for split, sub, acc in (("train_base", "base", 70.0), ("test_new", "new", 72.0)):
+            write_run(b2n_dir(tmp_path, split, "eurosat", seed, cfg="vit_b16_ctxv1_zeroshot"), None,
+                      record(acc, sub, seed, eval_only=True, model_dir=""))
+    tables = R.collect_base2new(str(tmp_path))
+    assert [t.cfg for t in tables] == ["vit_b16_ctxv1", "vit_b16_ctxv1_zeroshot"]
+    zs = tables[1]
+    assert (zs.rows[0].base.n, zs.rows[0].new.n) == (2, 2) and zs.rows[0].base.mean == pytest.approx(70.0)
+    paper = R.load_paper()
+    assert R.table_rows(zs, paper)[0][5:] == ["", "", ""]
+    assert "has no row for CoOp evaluated zero-shot" in R.format_base2new([zs], paper=paper)
+    assert R.table_rows(tables[0], paper)[0][5:] == ["91.54", "54.44", "68.15"]  # the trained one keeps CoOp's
+
+
+def test_transfer_and_fewshot_trained_cells_refuse_zero_shot_records(tmp_path):
+    make_transfer_tree(tmp_path, "xd", ["dtd"])
+    write_run(tr_dir(tmp_path, "xd", "test", "dtd", 3), None,
+              record(99.0, "all", 3, num_shots=16, model_dir="", eval_only=True))
+    write_run(tr_dir(tmp_path, "xd", "train", "imagenet", 3), None,
+              record(98.0, "all", 3, num_shots=16, model_dir="", eval_only=True))
+    (table,) = R.collect_transfer(str(tmp_path), "xd")
+    assert R.grid_rows(table)[0] == ["CoOp / vit_b16_ctxv1", "61.50 ± 0.50", "53.00 ± 1.00", "53.00", "2"]
+    text = R.format_grids([table])
+    assert "evaluated no trained model" in text and "evaluation-only run" in text
+    write_run(fs_dir(tmp_path, "dtd", 2, 1), None, fs_record(40.0, 2, 1))
+    write_run(fs_dir(tmp_path, "dtd", 2, 2), None, {**fs_record(90.0, 2, 2), "eval_only": True})
+    (fs,) = R.collect_fewshot(str(tmp_path))
+    assert fs.rows[0].cells["shots_2"].n == 1 and fs.rows[0].cells["shots_2"].mean == pytest.approx(40.0)
+
+
+def test_zeroshot_clip2_is_not_the_papers_clip():
+    paper = R.load_paper()
+    assert R.paper_method(paper, "ZeroshotCLIP2") is None and R.paper_method(paper, "ZeroshotCLIP") == "CLIP"
+
+
+def test_cli_seeds_accept_commas_and_spaces(tmp_path, capsys):
+    for seed in (1, 2, 3):
+        write_run(b2n_dir(tmp_path, "train_base", "eurosat", seed), None, record(80.0 + seed, "base", seed))
+        write_run(b2n_dir(tmp_path, "test_new", "eurosat", seed), None, record(60.0 + seed, "new", seed))
+    for seeds in (["1,2"], ["1", "2"], ["1 2"], ["1,", "2"]):
+        assert R.main(["base2new", str(tmp_path), "--seeds", *seeds]) == 0, seeds
+        assert "| eurosat   | 81.50 ± 0.50 | 61.50 ± 0.50 |" in capsys.readouterr().out
+    assert R.parse_seeds(["3,1", "1"]) == [3, 1]
+    with pytest.raises(SystemExit):
+        R.main(["base2new", str(tmp_path), "--seeds", "1,x"])
+    assert "not a seed: 'x'" in capsys.readouterr().err

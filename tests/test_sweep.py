@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,7 +69,7 @@ record = {"complete": True, "split": "test", "accuracy": acc, "error_rate": 100 
           "trainer": a.trainer, "subsample_classes": sub, "num_shots": int(opts["DATASET.NUM_SHOTS"]),
           "seed": a.seed, "eval_only": a.eval_only, "resumed": resumed, "opts": opts,
           "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "load_epoch": a.load_epoch, "model_dir": a.model_dir,
-          **({"dataset": ds_name.group(1)} if ds_name else {})}
+          "config_file": a.config_file, **({"dataset": ds_name.group(1)} if ds_name else {})}
 tmp = os.path.join(out, ".results.tmp")
 json.dump(record, open(tmp, "w"))
 os.replace(tmp, os.path.join(out, "results.json"))
@@ -149,8 +150,10 @@ def test_plan_dirs_opts_and_dependencies(fake):
     assert b[-6:] == ["DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "new", "OPTIM.MAX_EPOCH", "5"]
     assert test.depends_on == ["train_base/seed1"] and train.depends_on == []
     assert test.expect == {"trainer": "CoOp", "seed": 1, "num_shots": 16, "subsample_classes": "new",
-                           "eval_only": True}
+                           "eval_only": True, "load_epoch": 50}
     assert train.expect["eval_only"] is False and "dataset" not in train.expect  # eurosat.yaml here has no NAME
+    assert "load_epoch" not in train.expect  # a training loads no checkpoint epoch
+    assert train.config_file == test.config_file == spec.config_file
 
 
 def test_plan_zero_shot_is_eval_only_on_base_and_new(fake):
@@ -185,8 +188,13 @@ def test_resolve_errors(fake):
         spec_for(fake, ["--dataset", "eurosatt", "--data", str(fake.data)])
     with pytest.raises(S.SweepUsageError, match="Did you mean: vit_b16_ctxv1"):
         spec_for(fake, ["--dataset", "eurosat", "--cfg", "vit_b16_ctxv2", "--data", str(fake.data)])
+    # a trainer of one's own with a configs/trainers/<T>/ folder but no default recipe needs --cfg
+    (fake.repo / "configs" / "trainers" / "MyMethod").mkdir()
+    (fake.repo / "configs" / "trainers" / "MyMethod" / "mine.yaml").write_text("{}\n")
     with pytest.raises(S.SweepUsageError, match="--cfg is required"):
         spec_for(fake, ["--trainer", "MyMethod", "--dataset", "eurosat", "--data", str(fake.data)])
+    assert spec_for(fake, ["--trainer", "MyMethod", "--cfg", "mine", "--dataset", "eurosat", "--data",
+                           str(fake.data)]).cfg == "mine"
     with pytest.raises(S.SweepUsageError, match="KEY VALUE pairs"):
         spec_for(fake, ["--dataset", "eurosat", "--data", str(fake.data), "--", "OPTIM.MAX_EPOCH"])
     with pytest.raises(S.SweepUsageError, match="not a seed"):
@@ -379,3 +387,220 @@ def test_bash_wrappers_run_from_anywhere(fake):
         text = open(os.path.join(REPO, "scripts", script, "base2new.sh")).read()
         assert "set -euo pipefail" in open(os.path.join(REPO, "scripts", "common.sh")).read()
         assert "rm -r" not in text
+
+
+# ------------------------------------------------------------------------------------------------------------
+# what a finished run must match: checkpoint epoch, recipe file
+# ------------------------------------------------------------------------------------------------------------
+def test_load_epoch_of_a_finished_evaluation_must_match_when_given(fake):
+    fields = dict(trainer="CoOp", seed=1, num_shots=16, subsample_classes="new", eval_only=True)
+    spec = spec_for(fake, ["--dataset", "eurosat", "--seeds", "1", "--data", str(fake.data), "--load-epoch", "10"])
+    train, test = S.plan_base2new(spec)
+    write_record(test.output_dir, load_epoch=5, model_dir=train.output_dir, **fields)
+    with pytest.raises(S.SweepError, match="load_epoch=5 \\(expected 10\\)") as err:
+        test.state()
+    assert "another checkpoint epoch" in str(err.value) and "its own --output" in str(err.value)
+    write_record(test.output_dir, load_epoch=None, model_dir=train.output_dir, **fields)  # the latest: not epoch 10
+    with pytest.raises(S.SweepError, match="load_epoch=None"):
+        test.state()
+    write_record(test.output_dir, load_epoch=10, model_dir=train.output_dir, **fields)
+    assert test.state() == "done"
+    # without --load-epoch the latest checkpoint is evaluated: any recorded epoch is accepted
+    spec = spec_for(fake, ["--dataset", "eurosat", "--seeds", "1", "--data", str(fake.data)])
+    _, latest = S.plan_base2new(spec)
+    assert "load_epoch" not in latest.expect
+    write_record(test.output_dir, load_epoch=5, model_dir=train.output_dir, **fields)
+    assert latest.state() == "done"
+
+
+def test_load_epoch_end_to_end_rerun_with_another_epoch_stops(fake, capsys):
+    assert run_sweep(fake, extra=["--seeds", "1", "--load-epoch", "1"]) == 0
+    capsys.readouterr()
+    assert run_sweep(fake, extra=["--seeds", "1", "--load-epoch", "3"]) == 1  # never reuses the epoch-1 evaluation
+    err = capsys.readouterr().err
+    assert "load_epoch=1 (expected 3)" in err and "its own --output" in err
+    assert len(calls(fake)) == 2  # nothing ran the second time
+
+
+def test_config_file_names_the_folder_and_must_match(fake, capsys):
+    ep50, ep300 = S.RECIPES["LASP"]["caltech101"], S.RECIPES["LASP"]["eurosat"]
+    ep50_file = str(fake.repo / "configs" / "trainers" / "LASP" / f"{ep50}.yaml")
+    common = ["--trainer", "LASP", "--dataset", "eurosat", "--seeds", "1", "--data", str(fake.data)]
+    spec = spec_for(fake, common + ["--config-file", ep50_file])
+    assert spec.cfg == ep50 and spec.config_file.endswith(f"{ep50}.yaml")  # not eurosat's default (ep300)
+    assert f"/LASP/{ep50}/seed1" in S.plan_base2new(spec)[0].output_dir.replace(os.sep, "/")
+    # --cfg still names the folder when given; a record made with another recipe file is a conflict
+    spec = spec_for(fake, common + ["--cfg", ep300, "--config-file", ep50_file])
+    train = S.plan_base2new(spec)[0]
+    assert spec.cfg == ep300 and train.config_file.endswith(f"{ep50}.yaml")
+    fields = dict(trainer="LASP", seed=1, num_shots=16, subsample_classes="base", eval_only=False, model_dir="")
+    write_record(train.output_dir, config_file=f"configs/trainers/LASP/{ep300}.yaml", **fields)
+    with pytest.raises(S.SweepError, match=f"config_file='configs/trainers/LASP/{ep300}.yaml'") as err:
+        train.state()
+    assert "another recipe file" in str(err.value)
+    # the same recipe file, recorded relative to another folder, is the same run
+    default_train = S.plan_base2new(spec_for(fake, common))[0]
+    assert default_train.output_dir == train.output_dir
+    write_record(train.output_dir, config_file=f"../elsewhere/configs/trainers/LASP/{ep300}.yaml", **fields)
+    assert default_train.state() == "done"
+
+    # end to end: the default recipe's finished runs are not reused for another recipe file
+    base = ["--trainer", "LASP", "--seeds", "1"]
+    assert run_sweep(fake, extra=base) == 0
+    assert run_sweep(fake, extra=base + ["--config-file", ep50_file]) == 0
+    out = capsys.readouterr().out
+    assert len(calls(fake)) == 4 and "(complete); skipping" not in out
+    root = os.path.join(str(fake.out), "base2new", "test_new", "eurosat", "shots_8", "LASP")
+    assert sorted(os.listdir(root)) == sorted([ep50, ep300])
+    rec = json.load(open(os.path.join(root, ep50, "seed1", "results.json")))
+    assert rec["config_file"].endswith(f"{ep50}.yaml")
+    # the default recipe's folder with the ep50 file: refused, nothing runs
+    assert run_sweep(fake, extra=base + ["--cfg", ep300, "--config-file", ep50_file]) == 1
+    assert "another recipe file" in capsys.readouterr().err and len(calls(fake)) == 4
+
+
+# ------------------------------------------------------------------------------------------------------------
+# --zero-shot on a trainer that trains
+# ------------------------------------------------------------------------------------------------------------
+def test_zero_shot_of_a_trained_trainer_gets_its_own_folders(fake, capsys):
+    spec = spec_for(fake, ["--dataset", "eurosat", "--seeds", "1", "--data", str(fake.data), "--zero-shot"])
+    assert spec.zero_shot and spec.cfg == "vit_b16_ctxv1_zeroshot"
+    assert spec.config_file.endswith(os.path.join("CoOp", "vit_b16_ctxv1.yaml"))  # the recipe itself is unchanged
+    for job in S.plan_base2new(spec):
+        assert job.eval_only and "/CoOp/vit_b16_ctxv1_zeroshot/seed1" in job.output_dir.replace(os.sep, "/")
+    # zero-shot trainers keep their plain folder
+    assert spec_for(fake, ["--trainer", "ZeroshotCLIP", "--zero-shot", "--dataset", "eurosat", "--data",
+                           str(fake.data)]).cfg == "vit_b16"
+    # end to end: trained runs, then zero-shot ones beside them; neither is mixed into the other's table
+    assert run_sweep(fake, extra=["--seeds", "1"]) == 0
+    capsys.readouterr()
+    assert run_sweep(fake, extra=["--seeds", "1", "--zero-shot"]) == 0
+    out = capsys.readouterr().out
+    assert len(calls(fake)) == 4 and "(complete); skipping" not in out
+    assert "CoOp / vit_b16_ctxv1_zeroshot / shots 8" in out
+    assert run_sweep(fake, extra=["--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(complete); skipping") == 2 and "CoOp / vit_b16_ctxv1 / shots 8" in out
+    assert "zeroshot" not in out.split("Base-to-new")[1]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# GPU ids, the pool's clean-up, dataset yaml errors, trainer names
+# ------------------------------------------------------------------------------------------------------------
+def test_repeated_gpu_ids_are_refused(fake, capsys):
+    with pytest.raises(S.SweepUsageError, match="GPU id 0 given more than once"):
+        S.parse_gpus("0,0")
+    with pytest.raises(S.SweepUsageError, match="GPU id 1 given more than once"):
+        S.parse_gpus("1, 2 1")
+    with pytest.raises(S.SweepUsageError, match="more than once"):
+        S.GpuPoolRunner(["3", "3"], env={})
+    argv = ["base2new", "--repo-root", str(fake.repo), "--dataset", "eurosat", "--seeds", "1", "--data",
+            str(fake.data), "--output", str(fake.out)]
+    assert S.main(argv, environ={**os.environ, "FAKE_CALLS": str(fake.calls), "GPUS": "0,0"}) == 2
+    assert "GPU id 0 given more than once" in capsys.readouterr().err and calls(fake) == []
+    assert run_sweep(fake, extra=["--gpus", "4,5,4"]) == 2
+    assert "GPU id 4 given more than once" in capsys.readouterr().err and calls(fake) == []
+
+
+class FakeProc:
+    def __init__(self):
+        self.terminated = False
+
+    def poll(self):
+        return -15 if self.terminated else None
+
+    def terminate(self):
+        self.terminated = True
+
+    def wait(self, timeout=None):
+        return self.poll()
+
+
+def test_gpu_pool_terminates_running_jobs_on_any_error(fake):
+    spec = spec_for(fake, ["--dataset", "eurosat", "--seeds", "1", "2", "--data", str(fake.data)])
+    jobs = S.plan_base2new(spec)
+    started = []
+
+    def popen(job, env, console):
+        if started:  # the second start fails (e.g. no such interpreter)
+            raise OSError(2, "No such file or directory", "python")
+        started.append(FakeProc())
+        return started[-1]
+
+    out = io.StringIO()
+    with pytest.raises(OSError, match="No such file"):
+        S.GpuPoolRunner(["0", "1"], popen=popen, env={}, out=out, poll_interval=0.01).run(jobs)
+    assert len(started) == 1 and started[0].terminated  # not left running unattended
+    assert "[gpu 0] stopping train_base/seed1" in out.getvalue()
+
+
+def test_malformed_dataset_yaml_is_reported_with_its_file(fake, capsys):
+    bad = fake.repo / "configs" / "datasets" / "dtd.yaml"
+    bad.write_text('DATASET:\n  NAME: "DescribableTextures\n  ROOT: [\n')
+    with pytest.raises(S.SweepUsageError, match=f"cannot parse dataset config {bad}"):
+        S.read_dataset_name(str(bad))
+    rc = S.main(["xd", "--repo-root", str(fake.repo), "--trainer", "MoCoOp", "--targets", "dtd", "--data",
+                 str(fake.data), "--output", str(fake.out), "--dry-run"], environ={})
+    assert rc == 2 and f"cannot parse dataset config {bad}" in capsys.readouterr().err
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(S.SweepUsageError, match="is not a YAML mapping"):
+        S.read_dataset_name(str(bad))
+    bad.write_text("")
+    assert S.read_dataset_name(str(bad)) is None  # empty: no NAME, nothing to parse wrongly
+
+
+def test_unknown_trainer_names_the_close_ones(fake, capsys):
+    with pytest.raises(S.SweepUsageError, match="unknown trainer 'mocoop'. Did you mean: MoCoOp\\?"):
+        spec_for(fake, ["--trainer", "mocoop", "--dataset", "eurosat", "--data", str(fake.data)])
+    with pytest.raises(S.SweepUsageError, match="Did you mean: LASP"):
+        spec_for(fake, ["--trainer", "LAPS", "--dataset", "eurosat", "--data", str(fake.data)])
+    with pytest.raises(S.SweepUsageError, match="unknown trainer 'MyMethod'. Known trainers: CoCoOp, CoOp"):
+        spec_for(fake, ["--trainer", "MyMethod", "--dataset", "eurosat", "--data", str(fake.data)])
+    # a trainer of one's own with an explicit recipe file is fine, a near miss of a known one still is not
+    recipe = fake.tmp / "my_recipe.yaml"
+    recipe.write_text("{}\n")
+    spec = spec_for(fake, ["--trainer", "MyMethod", "--config-file", str(recipe), "--dataset", "eurosat", "--data",
+                           str(fake.data)])
+    assert spec.cfg == "my_recipe"
+    with pytest.raises(S.SweepUsageError, match="Did you mean: CoOp"):
+        spec_for(fake, ["--trainer", "coop", "--config-file", str(recipe), "--dataset", "eurosat", "--data",
+                        str(fake.data)])
+    assert S.main(["base2new", "--repo-root", str(fake.repo), "--trainer", "mocoop", "--dataset", "demo",
+                   "--dry-run"], environ={}) == 2
+    assert "Did you mean: MoCoOp?" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# common.sh: relative DATA / OUTPUT, bash 3.2
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_relative_data_and_output_are_the_callers(fake):
+    caller = fake.tmp / "work"
+    (caller / "mydata").mkdir(parents=True)
+    env = {**os.environ, "PYTHON": sys.executable, "OUTPUT": "rel_out", "DATA": "mydata"}
+    for key in ("GPUS", "CFG", "LOADEP"):
+        env.pop(key, None)
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "coop", "base2new.sh"), "eurosat", "4", "1",
+                           "--repo-root", str(fake.repo), "--dry-run"], cwd=str(caller), env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out_root = os.path.join(str(caller), "rel_out")
+    assert f"data: {caller / 'mydata'}; output: {os.path.join(out_root, 'base2new')}" in proc.stdout
+    assert f"--output-dir {os.path.join(out_root, 'base2new', 'train_base')}" in proc.stdout
+    assert f"--root {caller / 'mydata'}" in proc.stdout and REPO not in proc.stdout.split("--root")[1].split()[0]
+    # absolute ones are kept as they are
+    env.update(OUTPUT=str(fake.out), DATA=str(fake.data))
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "coop", "base2new.sh"), "eurosat", "4", "1",
+                           "--repo-root", str(fake.repo), "--dry-run"], cwd=str(caller), env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"data: {fake.data}; output: {os.path.join(str(fake.out), 'base2new')}" in proc.stdout
+
+
+def test_common_sh_has_no_empty_array_expansion_bash32_rejects():
+    # bash < 4.4 (macOS's 3.2) treats "${a[@]}" of an empty array as unbound under `set -u`; xd/dg pass no flags
+    text = open(os.path.join(REPO, "scripts", "common.sh")).read()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    bare = [m.start() for m in re.finditer(r'"\$\{flags\[@\]\}"', code)
+            if not code[:m.start()].endswith('${flags[@]+')]
+    assert not bare, "expand the possibly empty flags array as ${flags[@]+\"${flags[@]}\"}"
