@@ -280,6 +280,24 @@ def test_only_selected_experts_are_encoded_and_get_gradients(eurosat_root, tiny_
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if not p.requires_grad)
 
 
+def test_encode_all_experts_regularises_every_expert(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    """The authors' training: every expert encoded each step; the CE is unchanged, the text loss covers all."""
+    tr = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, FAST + ["TRAINER.MOCOOP.ENCODE_ALL_EXPERTS", "True"])
+    model = tr.model
+    force_experts(model, [3, 1])
+    batch = next(iter(tr.train_loader_x))
+    out = model.forward_train(batch["img"], batch["label"])
+    out["loss_text"].backward(retain_graph=True)
+    assert all(p.grad.abs().sum() > 0 for p in model.prompt_learner.ctx)
+    with torch.no_grad():
+        learned = model.expert_features()
+        assert out["loss_text"].item() == pytest.approx(
+            5.0 * text_to_text_loss(learned, model.group_prototypes(), 1.0).item(), rel=1e-5)
+        model.encode_all_experts = False
+        selected = model.forward_train(batch["img"], batch["label"])
+    assert torch.allclose(selected["logits"], out["logits"], atol=1e-5)  # same top-k mixture either way
+
+
 def test_cached_uncached_and_train_path_agree(eurosat_root, tiny_clip_checkpoint, tmp_path):
     tr = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path,
                       FAST + ["DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.LR", "0.5", "OPTIM.WARMUP_EPOCH", "0",

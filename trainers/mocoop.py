@@ -48,6 +48,7 @@ def add_mocoop_config(cfg) -> None:
     node.GATE_TEMPERATURE = 1.0
     node.VIRTUAL_CLASSES = True  # base2new training: text loss over all class names (base + new)
     add_recalibration_keys(node)  # ENABLE_CORRECTION, FINETUNE_VIT_LN, VIT_LN_LR_MULT
+    node.ENCODE_ALL_EXPERTS = False  # training: encode every expert each step (the authors' code), not the selected
     node.TEXT_CHUNK_SIZE = 0  # prompts per text-encoder call (0 = all at once); bounds memory for big C
     node.EXPERT_USAGE = True  # write expert_usage.{json,csv,png} after each test evaluation
     cfg.TRAINER.MOCOOP = node
@@ -108,7 +109,8 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
             clip_model, learner, groups.templates, groups.sizes, class_index=index,
             text_loss_weight=c.TEXT_LOSS_WEIGHT, text_temperature=c.TEXT_TEMPERATURE,
             gate_loss_weight=c.GATE_LOSS_WEIGHT, gate_target=c.GATE_TARGET, gate_boost=c.GATE_BOOST,
-            gate_temperature=c.GATE_TEMPERATURE, balance_loss_weight=c.BALANCE_LOSS_WEIGHT)
+            gate_temperature=c.GATE_TEMPERATURE, balance_loss_weight=c.BALANCE_LOSS_WEIGHT,
+            encode_all_experts=c.ENCODE_ALL_EXPERTS)
         model.text_encoder.chunk_size = c.TEXT_CHUNK_SIZE or None
         self.track_vit_layernorms(model, learner)
         return model

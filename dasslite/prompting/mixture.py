@@ -7,7 +7,8 @@ not re-normalised (as the authors do), which is the same as mixing the per-exper
 computed: per-expert logits [B, n, C], gathered at the selected experts, weighted.
 
 Training encodes only the experts some image of the batch selected; unselected experts get no gradient from any
-loss in that step. Evaluation encodes every expert once (``cached_class_features``): expert features do not depend
+loss in that step (``encode_all_experts`` encodes every expert every step, as the authors' code does at batch
+size >= 4, so the text loss regularises all of them; the CE still uses each image's top-k only). Evaluation encodes every expert once (``cached_class_features``): expert features do not depend
 on the image, so a test batch costs the image encoder plus a [B, E, C] product.
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ class MixtureOfPromptsCLIP(ClipClassifier):
                  group_sizes: Sequence[int], class_index: Optional[Sequence[int]] = None, *,
                  text_loss_weight: float = 5.0, text_temperature: float = 1.0, gate_loss_weight: float = 1.0,
                  gate_target: str = "class", gate_boost: float = 10.0, gate_temperature: float = 1.0,
-                 balance_loss_weight: float = 0.0) -> None:
+                 balance_loss_weight: float = 0.0, encode_all_experts: bool = False) -> None:
         super().__init__(clip_model)
         if len(group_sizes) != prompt_learner.num_experts or sum(group_sizes) != len(hard_templates):
             raise ValueError(f"{prompt_learner.num_experts} experts need as many groups; got sizes {list(group_sizes)} "
@@ -63,6 +64,7 @@ class MixtureOfPromptsCLIP(ClipClassifier):
         self.gate_loss_weight, self.gate_target = float(gate_loss_weight), gate_target
         self.gate_boost, self.gate_temperature = float(gate_boost), float(gate_temperature)
         self.balance_loss_weight = float(balance_loss_weight)
+        self.encode_all_experts = bool(encode_all_experts)  # training: the authors' way (all experts, every step)
         self._cached: Optional[torch.Tensor] = None
         self.routing_hook: Optional[Callable[[Routing], None]] = None  # sees every evaluation batch's routing
 
@@ -127,7 +129,10 @@ class MixtureOfPromptsCLIP(ClipClassifier):
     def forward_train(self, image: torch.Tensor, label: torch.Tensor) -> Dict[str, torch.Tensor]:
         feats = self.encode_image(image)
         routing = self.route(feats)
-        used = routing.used_experts()
+        if self.encode_all_experts:
+            used = torch.arange(self.prompt_learner.num_experts, device=routing.indices.device)
+        else:
+            used = routing.used_experts()
         learned = self.expert_features(used)  # [n, C_text, D]
         rows = torch.searchsorted(used, routing.indices)
         logits = self.mixture_logits(feats, self.select_image_classes(learned), routing, rows)
