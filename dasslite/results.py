@@ -1271,25 +1271,14 @@ def fewshot_plot_png(tables: Sequence[GridTable], title: Optional[str] = None, r
 
 
 def _write_bytes_atomic(path: str, data: bytes) -> str:
-    """Write ``data`` to ``path`` through a temporary file beside it and ``os.replace`` (mode 0644).
+    """``data`` into ``path`` atomically (``dasslite.utils.io``; importing it needs no torch)."""
+    from dasslite.utils.io import write_atomic
 
-    The same steps as ``dasslite.utils.io.write_atomic``, which is not imported: its package imports torch (about
-    3 s), and this module needs no torch.
-    """
-    path = os.fspath(path)
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = osp.join(folder, f".{osp.basename(path)}.tmp")
-    try:
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+
+    return write_atomic(path, write)
 
 
 def plot_fewshot(tables, path: str, title: Optional[str] = None, root: Optional[str] = None,

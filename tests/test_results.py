@@ -684,3 +684,14 @@ def test_cli_seeds_accept_commas_and_spaces(tmp_path, capsys):
     with pytest.raises(SystemExit):
         R.main(["base2new", str(tmp_path), "--seeds", "1,x"])
     assert "not a seed: 'x'" in capsys.readouterr().err
+
+
+def test_table_tools_do_not_import_torch():
+    """The results and expert-usage CLIs read JSON and write tables: importing them must not pull in torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dasslite.results, dasslite.analysis.expert_usage, dasslite.utils.io; "
+            "from dasslite.utils import Registry; assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

@@ -38,9 +38,9 @@ CLI
     ``expert_usage_datasets.png`` there.
 
 Neither torch nor matplotlib is imported with the module: tensors are recognised by their ``detach`` method,
-matplotlib (Agg canvas, no pyplot, no display) is imported only to draw, and ``dasslite.utils.io`` (whose package
-imports torch) only to write. Without matplotlib the PNG is skipped with a warning (it is the optional ``plots``
-extra); the JSON and CSV are still written.
+matplotlib (Agg canvas, no pyplot, no display) is imported only to draw, and ``dasslite.utils.io`` only to write.
+Without matplotlib the PNG is skipped with a warning (it is the optional ``plots`` extra); the JSON and CSV are
+still written.
 """
 from __future__ import annotations
 
@@ -388,7 +388,6 @@ class ExpertUsage:
 
 def _write_files(out_dir: str, prefix: str, files: Dict[str, bytes]) -> List[str]:
     """Each ``<prefix>.<ext>`` atomically, in the order given; returns the paths."""
-    # imported here: dasslite.utils imports torch, which the CLI's table does not need
     from dasslite.utils.io import write_atomic
 
     written = []

@@ -1,11 +1,26 @@
-from .checkpoint import (latest_checkpoint_name, load_checkpoint, load_pretrained_weights, resume_from_checkpoint,
-                         save_checkpoint)
-from .logger import close_logger, setup_logger
-from .registry import Registry
-from .tools import check_isfile, collect_env_info, listdir_nohidden, mkdir_if_missing, set_random_seed
+"""Engine utilities. Names are imported on first use (PEP 562), so torch-free tools (``dasslite.utils.io``, the
+results tables) do not pay for importing torch through this package."""
+from importlib import import_module
 
-__all__ = [
-    "Registry", "setup_logger", "close_logger", "set_random_seed", "collect_env_info", "check_isfile",
-    "listdir_nohidden", "mkdir_if_missing", "save_checkpoint", "load_checkpoint", "resume_from_checkpoint",
-    "load_pretrained_weights", "latest_checkpoint_name",
-]
+_WHERE = {
+    "latest_checkpoint_name": "checkpoint", "load_checkpoint": "checkpoint", "load_pretrained_weights": "checkpoint",
+    "resume_from_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "close_logger": "logger", "setup_logger": "logger",
+    "Registry": "registry",
+    "check_isfile": "tools", "collect_env_info": "tools", "listdir_nohidden": "tools", "mkdir_if_missing": "tools",
+    "set_random_seed": "tools",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))
