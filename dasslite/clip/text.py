@@ -56,32 +56,34 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(n, length, heads * head_dim)
 
 
-def causal_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """One CLIP ResidualAttentionBlock on batch-first x [N, L, D] with a causal mask (= CLIP's text mask)."""
-    attn = block.attn
-    heads = attn.num_heads
-    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+def _attend_and_mlp(block: nn.Module, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    **mask) -> torch.Tensor:
+    """The rest of a CLIP block after its q/k/v: multi-head attention (``mask``: ``is_causal`` or ``attn_mask``),
+    output projection, residual, then the MLP with its residual. ``x`` [N, Lq, D] are the queries' inputs."""
+    heads = block.attn.num_heads
     out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads),
-                                         is_causal=True)
-    x = x + attn.out_proj(_merge_heads(out))
+                                         **mask)
+    x = x + block.attn.out_proj(_merge_heads(out))
     return x + block.mlp(block.ln_2(x))
 
 
-def causal_block_at(block: nn.Module, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """The block's output [N, D] at one position per row (keys: that position and earlier), skipping the rest."""
+def _keys_values(block: nn.Module, x: torch.Tensor):
+    """The block's keys and values of ``x`` [..., L, D] (its ln_1, then the k/v rows of in_proj)."""
+    width, bias = x.shape[-1], block.attn.in_proj_bias
+    weight = block.attn.in_proj_weight[width:]
+    return F.linear(block.ln_1(x), weight, None if bias is None else bias[width:]).chunk(2, dim=-1)
+
+
+def _per_row(x: torch.Tensor, n: int) -> torch.Tensor:
+    """[G, P, D] -> [G * n, P, D]: each group's tensor repeated for its n rows."""
+    return x.unsqueeze(1).expand(-1, n, -1, -1).reshape(x.shape[0] * n, *x.shape[1:])
+
+
+def causal_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One CLIP ResidualAttentionBlock on batch-first x [N, L, D] with a causal mask (= CLIP's text mask)."""
     attn = block.attn
-    heads, width = attn.num_heads, x.shape[-1]
-    rows = torch.arange(x.shape[0], device=x.device)
-    hidden = block.ln_1(x)
-    weight, bias = attn.in_proj_weight, attn.in_proj_bias
-    q_bias, kv_bias = (None, None) if bias is None else (bias[:width], bias[width:])
-    q = F.linear(hidden[rows, positions].unsqueeze(1), weight[:width], q_bias)
-    k, v = F.linear(hidden, weight[width:], kv_bias).chunk(2, dim=-1)
-    visible = torch.arange(x.shape[1], device=x.device)[None, :] <= positions[:, None]  # [N, L]
-    out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads),
-                                         attn_mask=visible[:, None, None, :])
-    y = x[rows, positions] + attn.out_proj(_merge_heads(out)[:, 0])
-    return y + block.mlp(block.ln_2(y))
+    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    return _attend_and_mlp(block, x, q, k, v, is_causal=True)
 
 
 def prefixed_block(block: nn.Module, prefix: torch.Tensor, suffix: torch.Tensor):
@@ -90,29 +92,16 @@ def prefixed_block(block: nn.Module, prefix: torch.Tensor, suffix: torch.Tensor)
     are computed once per group, and each suffix attends to its prefix's keys/values and to its own earlier
     positions. Returns both new states."""
     attn = block.attn
-    heads = attn.num_heads
     groups, p_len, width = prefix.shape
     n, s_len = suffix.shape[1], suffix.shape[2]
-    q_p, k_p, v_p = F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
-    out_p = F.scaled_dot_product_attention(_split_heads(q_p, heads), _split_heads(k_p, heads),
-                                           _split_heads(v_p, heads), is_causal=True)
-    prefix = prefix + attn.out_proj(_merge_heads(out_p))
-    prefix = prefix + block.mlp(block.ln_2(prefix))
+    k_p, v_p = _keys_values(block, prefix)
     rows = suffix.reshape(groups * n, s_len, width)
     q_s, k_s, v_s = F.linear(block.ln_1(rows), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
     k = torch.cat([_per_row(k_p, n), k_s], dim=1)
     v = torch.cat([_per_row(v_p, n), v_s], dim=1)
     visible = torch.ones(s_len, p_len + s_len, dtype=torch.bool, device=suffix.device).tril(diagonal=p_len)
-    out_s = F.scaled_dot_product_attention(_split_heads(q_s, heads), _split_heads(k, heads), _split_heads(v, heads),
-                                           attn_mask=visible)
-    rows = rows + attn.out_proj(_merge_heads(out_s))
-    rows = rows + block.mlp(block.ln_2(rows))
-    return prefix, rows.view(groups, n, s_len, width)
-
-
-def _per_row(x: torch.Tensor, n: int) -> torch.Tensor:
-    """[G, P, D] -> [G * n, P, D]: each group's tensor repeated for its n rows."""
-    return x.unsqueeze(1).expand(-1, n, -1, -1).reshape(-1, *x.shape[1:])
+    rows = _attend_and_mlp(block, rows, q_s, k, v, attn_mask=visible)
+    return causal_block(block, prefix), rows.view(groups, n, s_len, width)
 
 
 def prefixed_block_at(block: nn.Module, prefix: torch.Tensor, suffix: torch.Tensor,
@@ -120,24 +109,25 @@ def prefixed_block_at(block: nn.Module, prefix: torch.Tensor, suffix: torch.Tens
     """``prefixed_block``'s output [G * N, D] at one suffix position per row (the EOT; ``positions`` [G * N]),
     skipping every other position."""
     attn = block.attn
-    heads = attn.num_heads
     groups, n, s_len, width = suffix.shape
     p_len = prefix.shape[1]
     rows = suffix.reshape(groups * n, s_len, width)
     index = torch.arange(rows.shape[0], device=suffix.device)
-    weight, bias = attn.in_proj_weight, attn.in_proj_bias
-    q_bias, kv_bias = (None, None) if bias is None else (bias[:width], bias[width:])
-    hidden = block.ln_1(rows)
-    q = F.linear(hidden[index, positions].unsqueeze(1), weight[:width], q_bias)
-    k_p, v_p = F.linear(block.ln_1(prefix), weight[width:], kv_bias).chunk(2, dim=-1)
-    k_s, v_s = F.linear(hidden, weight[width:], kv_bias).chunk(2, dim=-1)
+    bias = attn.in_proj_bias
+    picked = rows[index, positions].unsqueeze(1)  # [G*N, 1, D]
+    q = F.linear(block.ln_1(picked), attn.in_proj_weight[:width], None if bias is None else bias[:width])
+    k_p, v_p = _keys_values(block, prefix)
+    k_s, v_s = _keys_values(block, rows)
     k = torch.cat([_per_row(k_p, n), k_s], dim=1)
     v = torch.cat([_per_row(v_p, n), v_s], dim=1)
     visible = torch.arange(k.shape[1], device=suffix.device)[None, :] <= (positions + p_len)[:, None]
-    out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads),
-                                         attn_mask=visible[:, None, None, :])
-    y = rows[index, positions] + attn.out_proj(_merge_heads(out)[:, 0])
-    return y + block.mlp(block.ln_2(y))
+    return _attend_and_mlp(block, picked, q, k, v, attn_mask=visible[:, None, None, :])[:, 0]
+
+
+def causal_block_at(block: nn.Module, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The block's output [N, D] at one position per row (keys: that position and earlier), skipping the rest:
+    ``prefixed_block_at`` with nothing shared."""
+    return prefixed_block_at(block, x.new_zeros(1, 0, x.shape[-1]), x.unsqueeze(0), positions)
 
 
 class TextEncoder(nn.Module):
