@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import train
 from clip_templates import dataset_template_groups
-from dasslite.clip import TextEncoder, tokenize
-from dasslite.prompting.expert_prompts import ExpertPromptLearner, bpe_ids, split_template
+from dasslite.clip import TextEncoder, bpe_encode, tokenize
+from dasslite.prompting.expert_prompts import ExpertPromptLearner, split_template
 from dasslite.prompting.hard_prompts import group_prototypes
 from dasslite.prompting.losses import gate_target_scores, text_to_text_loss
 from dasslite.prompting.mixture import mix_expert_logits
@@ -37,12 +37,12 @@ def test_split_template_positions_and_bpe_counts():
     s = split_template("{} texture.")
     assert (s.before, s.after, s.tail, s.position) == ("", "texture", ".", "front")
     # the authors counted words: " texture" gave 2 (one learnable EOS); BPE gives 1
-    assert len(bpe_ids(s.after)) == 1
+    assert len(bpe_encode(s.after)) == 1
     assert split_template("a photo of a  {}.").before == "a photo of a"  # Food101's double space
-    assert len(bpe_ids(split_template("a photo of a  {}.").before)) == 4
+    assert len(bpe_encode(split_template("a photo of a  {}.").before)) == 4
     # word counts understate BPE tokens: all of them become learnable
-    assert len(bpe_ids(split_template("itap of a {}.").before)) == 4  # 3 words
-    assert len(bpe_ids(split_template("A photo of the high-performance {}.").before)) == 7  # 5 words
+    assert len(bpe_encode(split_template("itap of a {}.").before)) == 4  # 3 words
+    assert len(bpe_encode(split_template("A photo of the high-performance {}.").before)) == 7  # 5 words
     assert split_template("a photo of {}").tail == ""
     with pytest.raises(ValueError, match="no words around"):
         split_template("{}.")
@@ -72,7 +72,7 @@ def test_expert_prompts_start_as_their_templates(clip_model):
         hard = encode_class_templates(encoder, names, [template])
         assert torch.allclose(F.normalize(feats[e], dim=-1), hard, atol=1e-5)
     # context slots: front template -> after the class tokens; middle -> around them
-    sea_lion = len(bpe_ids("sea lion"))
+    sea_lion = len(bpe_encode("sea lion"))
     assert learner.ctx_slots[0, 1, 1 + sea_lion].item() == 0 and learner.ctx_slots[0, 1, 1].item() == -1
     assert learner.ctx_slots[1, 1, 1:5].tolist() == [0, 1, 2, 3]
     assert learner.ctx_slots[1, 1, 5 + sea_lion:10 + sea_lion].tolist() == [4, 5, 6, 7, 8]

@@ -12,8 +12,6 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from dasslite.clip import eot_positions
-
 from .model import ClipClassifier, l2_normalize
 from .prompt_learner import ContextPromptLearner
 
@@ -52,16 +50,12 @@ class ConditionalPromptLearner(ContextPromptLearner):
     def encode_conditioned(self, text_encoder: nn.Module, image_features: torch.Tensor) -> torch.Tensor:
         """Raw class features [B, C, E] per image. With the class name at the end, SOS + image b's context is
         shared by its C prompts and encoded once per image (``TextEncoder.encode_prefixed`` with B prefixes)."""
+        if self.shares_prefix:
+            return self.encode_contexts(text_encoder, self.contexts(image_features))
         n_img = image_features.shape[0]
-        if self.ctx.dim() != 2 or self.class_token_position != "end":
-            prompts = self(image_features)
-            tokens = self.tokenized_prompts.repeat(n_img, 1)  # [B*C, L], image-major like the prompts
-            return text_encoder(prompts.flatten(0, 1), tokens).view(n_img, self.n_cls, -1)
-        ctx = self.contexts(image_features)
-        sos = self.token_prefix[0].to(ctx.dtype).expand(n_img, -1, -1)
-        suffix = self.token_suffix.unsqueeze(0).expand(n_img, -1, -1, -1)
-        return text_encoder.encode_prefixed(torch.cat([sos, ctx], dim=1), suffix,
-                                            eot_positions(self.tokenized_prompts))
+        prompts = self(image_features)
+        tokens = self.tokenized_prompts.repeat(n_img, 1)  # [B*C, L], image-major like the prompts
+        return text_encoder(prompts.flatten(0, 1), tokens).view(n_img, self.n_cls, -1)
 
 
 class ConditionalPromptCLIP(ClipClassifier):

@@ -21,11 +21,6 @@ import torch.nn as nn
 from dasslite.clip import bpe_encode, eot_positions, tokenize
 
 
-def bpe_ids(text: str) -> List[int]:
-    """CLIP BPE token ids of ``text`` without SOS/EOS ([] for blank text)."""
-    return bpe_encode(text)
-
-
 @dataclass(frozen=True)
 class TemplateSplit:
     """A template cut at ``{}``: learnable ``before`` and ``after`` words, and the frozen ``tail`` ("." or "")."""
@@ -59,9 +54,10 @@ def split_template(template: str) -> TemplateSplit:
 class ExpertPromptLearner(nn.Module):
     """One learnable context per template (``ctx[e]``: [n_before + n_after, D]) over a fixed class list.
 
-    ``forward(experts, token_embedding)`` returns the prompt embeddings [n, C, L, D] of the requested experts and
-    ``tokens(experts)`` their token ids [n, C, L] (for the EOT read-out); ``L`` is cut to the longest prompt, so the
-    text encoder never sees the padding. The frozen parts are embedded on the fly with CLIP's own (frozen)
+    ``prefixed(e, token_embedding)`` gives expert e's prompts as the part all classes share (SOS + the context
+    before the class name) and the rest, for ``TextEncoder.encode_prefixed``; ``forward(experts, token_embedding)``
+    assembles whole prompts [n, C, L, D] from it and ``tokens(experts)`` gives their ids [n, C, L]. ``L`` is cut to
+    the longest prompt, so the text encoder never sees the padding. The frozen parts are embedded on the fly with CLIP's own (frozen)
     ``token_embedding`` (passed in, so it is not part of this module's state): storing E x C x 77 x D embeddings
     would take gigabytes for ImageNet's 20 experts x 1000 classes.
 
@@ -76,14 +72,14 @@ class ExpertPromptLearner(nn.Module):
         self.splits = [split_template(t) for t in templates]
         self.classnames = list(classnames)
         names = [name.replace("_", " ") for name in self.classnames]
-        name_ids = [bpe_ids(name) for name in names]
+        name_ids = [bpe_encode(name) for name in names]
         context_length = clip_model.positional_embedding.shape[0]
         sos, eos = tokenize([""])[0, :2].tolist()
 
         ctx, all_tokens, all_slots = [], [], []
         self.n_before: List[int] = []  # learnable tokens before the class name: the prompt's first 1 + n are shared
         for split in self.splits:
-            before, after, tail = bpe_ids(split.before), bpe_ids(split.after), bpe_ids(split.tail)
+            before, after, tail = bpe_encode(split.before), bpe_encode(split.after), bpe_encode(split.tail)
             self.n_before.append(len(before))
             with torch.no_grad():
                 init = clip_model.token_embedding(torch.tensor(before + after, dtype=torch.long,
@@ -134,34 +130,28 @@ class ExpertPromptLearner(nn.Module):
 
     def forward(self, experts: Optional[Sequence[int]], token_embedding: nn.Module,
                 full_length: bool = False) -> torch.Tensor:
-        """Prompt embeddings [n, C, L, D] of ``experts`` (None: all): frozen token embeddings, with each expert's
-        context vectors in its slots. Gradients reach only the requested experts' contexts."""
-        ids = self._expert_list(experts)
+        """Prompt embeddings [n, C, L, D] of ``experts`` (None: all), assembled from ``prefixed``: frozen token
+        embeddings with each expert's context vectors in its slots. Gradients reach only the requested contexts."""
         length = self.prompt_tokens.shape[-1] if full_length else self.length
-        tokens = self.prompt_tokens[ids, :, :length]
-        slots = self.ctx_slots[ids, :, :length]
-        frozen = token_embedding(tokens)
         out = []
-        for row, e in enumerate(ids):
-            ctx = self.ctx[e].to(frozen.dtype)
-            if ctx.shape[0] == 0:
-                out.append(frozen[row])
-                continue
-            slot = slots[row]
-            out.append(torch.where((slot >= 0).unsqueeze(-1), ctx[slot.clamp(min=0)], frozen[row]))
+        for e in self._expert_list(experts):
+            prefix, suffix, _ = self.prefixed(e, token_embedding, length)
+            out.append(torch.cat([prefix.expand(suffix.shape[0], -1, -1), suffix], dim=1))
         return torch.stack(out)
 
-    def prefixed(self, expert: int, token_embedding: nn.Module):
+    def prefixed(self, expert: int, token_embedding: nn.Module, length: Optional[int] = None):
         """Expert ``expert``'s prompts split for ``TextEncoder.encode_prefixed``: the part every class shares
-        (SOS + the context before the class name) ``[P, D]``, the rest ``[C, L - P, D]``, and EOT positions [C]."""
+        (SOS + the context before the class name) ``[P, D]``, the rest ``[C, L - P, D]`` (L: ``length``, default
+        the longest prompt), and EOT positions [C]."""
         e = int(expert)
+        length = length or self.length
         p_len = 1 + self.n_before[e]
-        tokens = self.prompt_tokens[e, :, :self.length]
+        tokens = self.prompt_tokens[e, :, :length]
         ctx = self.ctx[e]
         sos = token_embedding(tokens[0, :1])
         prefix = torch.cat([sos, ctx[:self.n_before[e]].to(sos.dtype)])
         suffix = token_embedding(tokens[:, p_len:])
         if ctx.shape[0] > self.n_before[e]:  # learnable words after the class name
-            slot = self.ctx_slots[e, :, p_len:self.length]
+            slot = self.ctx_slots[e, :, p_len:length]
             suffix = torch.where((slot >= 0).unsqueeze(-1), ctx.to(suffix.dtype)[slot.clamp(min=0)], suffix)
         return prefix, suffix, eot_positions(tokens)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .model import l2_normalize
+
 
 def text_to_text_loss(queries: torch.Tensor, keys: torch.Tensor, scale=1.0) -> torch.Tensor:
     """Mean over all queries of ``-log softmax_i(scale * <q_j, k_i>)[j]``: query j must pick key j of its class.
@@ -58,8 +60,6 @@ def gate_target_scores(image_features: torch.Tensor, prototypes: torch.Tensor, l
     feats = image_features.detach().float()
     protos = prototypes.float()
     if label_rows is None:
-        groups = protos.mean(1)
-        groups = groups / groups.norm(dim=-1, keepdim=True)
-        return feats @ groups.t()
+        return feats @ l2_normalize(protos.mean(1)).t()
     per_image = protos[:, label_rows]  # [G, B, E]
     return torch.einsum("be,gbe->bg", feats, per_image)

@@ -6,14 +6,14 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from dasslite.clip import embed_tokens, eot_positions, tokenize
+from dasslite.clip import bpe_encode, embed_tokens, eot_positions, tokenize
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 
 
 def count_tokens(text: str) -> int:
     """BPE tokens of ``text`` without SOS/EOS (counts what CLIP sees, not whitespace-separated words)."""
-    return int(eot_positions(tokenize([text]))[0]) - 1
+    return len(bpe_encode(text))
 
 
 class ContextPromptLearner(nn.Module):
@@ -87,12 +87,25 @@ class ContextPromptLearner(nn.Module):
             rows.append(order)
         return torch.tensor(rows, dtype=torch.long)
 
+    @property
+    def shares_prefix(self) -> bool:
+        """A context shared by all classes in front of the class name (``end``, not CSC): SOS + context is the
+        same for every class, so it can be encoded once (``encode_contexts``)."""
+        return self.ctx.dim() == 2 and self.class_token_position == "end"
+
+    def encode_contexts(self, text_encoder: nn.Module, ctx: torch.Tensor) -> torch.Tensor:
+        """Raw class features with context ``ctx`` in front of every class name, SOS + context encoded once:
+        ``ctx`` [M, D] -> [C, E]; one context per image (CoCoOp) [B, M, D] -> [B, C, E]."""
+        lead = ctx.shape[:-2]
+        sos = self.token_prefix[0].to(ctx.dtype).expand(*lead, -1, -1)
+        suffix = self.token_suffix.expand(*lead, -1, -1, -1)
+        return text_encoder.encode_prefixed(torch.cat([sos, ctx], dim=-2), suffix,
+                                            eot_positions(self.tokenized_prompts))
+
     def encode(self, text_encoder: nn.Module) -> torch.Tensor:
-        """Raw class features [C, E] of the prompts. A shared context before the class name (``end``, not CSC)
-        makes SOS + context identical for every class, so it is encoded once (``TextEncoder.encode_prefixed``)."""
-        if self.ctx.dim() == 2 and self.class_token_position == "end":
-            prefix = torch.cat([self.token_prefix[0], self.ctx.to(self.token_prefix.dtype)])
-            return text_encoder.encode_prefixed(prefix, self.token_suffix, eot_positions(self.tokenized_prompts))
+        """Raw class features [C, E] of the prompts (the shared prefix encoded once when there is one)."""
+        if self.shares_prefix:
+            return self.encode_contexts(text_encoder, self.ctx)
         return text_encoder(self(), self.tokenized_prompts)
 
     def forward(self) -> torch.Tensor:
