@@ -797,36 +797,41 @@ def format_base2new(tables: Sequence[Base2NewTable], tablefmt: str = "github", m
     return "\n\n".join(blocks)
 
 
+def _write_text(path: str, text: str) -> str:
+    return _write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _csv_writer():
+    """A csv.writer into memory and the buffer it writes to (tables are written to disk atomically, whole)."""
+    buffer = io.StringIO(newline="")
+    return csv.writer(buffer), buffer
+
+
 def write_csv(tables: Sequence[Base2NewTable], path: str, paper: Optional[dict] = None) -> str:
     """Numbers, not strings: one line per dataset (and Average) per table; ``paper`` adds paper_* columns."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["shots", "trainer", "cfg", "dataset", "base_mean", "base_spread", "new_mean", "new_spread",
-                         "h", "h_spread", "n_base", "n_new", "spread"]
-                        + (["paper_base", "paper_new", "paper_h"] if paper is not None else []))
-        for t in tables:
-            kind = "ci95" if t.ci95 else "std"
-            extra = paper_base2new_rows(t, paper)[0] if paper is not None else None
-            lines = [[t.shots, t.trainer, r.cfg or t.cfg, r.dataset, _num(r.base.mean), _num(r.base.spread),
-                      _num(r.new.mean), _num(r.new.spread), _num(r.h), _num(r.h_spread), r.base.n, r.new.n, kind]
-                     for r in t.rows]
-            avg = t.average
-            if avg:
-                lines.append([t.shots, t.trainer, t.cfg, "Average", _num(avg["base"]), "", _num(avg["new"]), "",
-                              _num(avg["h"]), "", "", "", kind])
-            for i, line in enumerate(lines):
-                if extra is not None:  # numbers only: the marks are explained in the text tables
-                    line += [c.rstrip(UNRELIABLE_MARK + SUBSET_MARK) for c in extra[i]]
-                writer.writerow(line)
-    return path
+    writer, buffer = _csv_writer()
+    writer.writerow(["shots", "trainer", "cfg", "dataset", "base_mean", "base_spread", "new_mean", "new_spread",
+                     "h", "h_spread", "n_base", "n_new", "spread"]
+                    + (["paper_base", "paper_new", "paper_h"] if paper is not None else []))
+    for t in tables:
+        kind = "ci95" if t.ci95 else "std"
+        extra = paper_base2new_rows(t, paper)[0] if paper is not None else None
+        lines = [[t.shots, t.trainer, r.cfg or t.cfg, r.dataset, _num(r.base.mean), _num(r.base.spread),
+                  _num(r.new.mean), _num(r.new.spread), _num(r.h), _num(r.h_spread), r.base.n, r.new.n, kind]
+                 for r in t.rows]
+        avg = t.average
+        if avg:
+            lines.append([t.shots, t.trainer, t.cfg, "Average", _num(avg["base"]), "", _num(avg["new"]), "",
+                          _num(avg["h"]), "", "", "", kind])
+        for i, line in enumerate(lines):
+            if extra is not None:  # numbers only: the marks are explained in the text tables
+                line += [c.rstrip(UNRELIABLE_MARK + SUBSET_MARK) for c in extra[i]]
+            writer.writerow(line)
+    return _write_text(path, buffer.getvalue())
 
 
 def write_markdown(tables: Sequence[Base2NewTable], path: str, paper: Optional[dict] = None) -> str:
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(format_base2new(tables, tablefmt="github", markdown=True, paper=paper) + "\n")
-    return path
+    return _write_text(path, format_base2new(tables, tablefmt="github", markdown=True, paper=paper) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -1094,41 +1099,36 @@ def collect_transfer(root: str, protocol: str, source: Optional[str] = None, tar
 
 def write_grid_csv(tables: Sequence[GridTable], path: str) -> str:
     """Long format, numbers only: one line per cell (and per Average / Target avg)."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["protocol", "source", "shots", "trainer", "cfg", "row", "column", "mean", "spread", "n",
-                         "spread_kind"])
-        for t in tables:
-            kind = "ci95" if t.ci95 else "std"
-            for row in t.rows:
-                for c in t.columns:
-                    shots = c if t.protocol == "fewshot" else t.shots
-                    if row.published is not None:
-                        if c in row.published:
-                            writer.writerow([t.protocol, t.source, shots, row.trainer, "paper", row.label, c,
-                                             _num(row.published[c]), "", "", ""])
-                    elif c in row.cells:
-                        cell = row.cells[c]
-                        writer.writerow([t.protocol, t.source, shots, row.trainer, row.cfg, row.label, c,
-                                         _num(cell.mean), _num(cell.spread), cell.n, kind])
-                if t.protocol != "fewshot":
-                    mean, k, n = t.target_average(row)
-                    writer.writerow([t.protocol, t.source, t.shots, row.trainer, row.cfg or "", row.label,
-                                     "target_avg", _num(mean), "", f"{k}/{n}", ""])
-            if t.protocol == "fewshot":
-                for c in t.columns:
-                    mean, k, n = t.column_average(c)
-                    writer.writerow([t.protocol, "", c, t.trainer, t.cfg, "Average", c, _num(mean), "", f"{k}/{n}",
-                                     ""])
-    return path
+    writer, buffer = _csv_writer()
+    writer.writerow(["protocol", "source", "shots", "trainer", "cfg", "row", "column", "mean", "spread", "n",
+                     "spread_kind"])
+    for t in tables:
+        kind = "ci95" if t.ci95 else "std"
+        for row in t.rows:
+            for c in t.columns:
+                shots = c if t.protocol == "fewshot" else t.shots
+                if row.published is not None:
+                    if c in row.published:
+                        writer.writerow([t.protocol, t.source, shots, row.trainer, "paper", row.label, c,
+                                         _num(row.published[c]), "", "", ""])
+                elif c in row.cells:
+                    cell = row.cells[c]
+                    writer.writerow([t.protocol, t.source, shots, row.trainer, row.cfg, row.label, c,
+                                     _num(cell.mean), _num(cell.spread), cell.n, kind])
+            if t.protocol != "fewshot":
+                mean, k, n = t.target_average(row)
+                writer.writerow([t.protocol, t.source, t.shots, row.trainer, row.cfg or "", row.label,
+                                 "target_avg", _num(mean), "", f"{k}/{n}", ""])
+        if t.protocol == "fewshot":
+            for c in t.columns:
+                mean, k, n = t.column_average(c)
+                writer.writerow([t.protocol, "", c, t.trainer, t.cfg, "Average", c, _num(mean), "", f"{k}/{n}",
+                                 ""])
+    return _write_text(path, buffer.getvalue())
 
 
 def write_grid_markdown(tables: Sequence[GridTable], path: str) -> str:
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(format_grids(tables, tablefmt="github", markdown=True) + "\n")
-    return path
+    return _write_text(path, format_grids(tables, tablefmt="github", markdown=True) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -1139,7 +1139,6 @@ class PlotUnavailableError(RuntimeError):
 
 
 AVERAGE_PANEL = "Average"
-_SHOTS_COLUMN_RE = re.compile(r"^shots_(\d+)$")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 
 
@@ -1157,8 +1156,8 @@ class Curve:
 
 def _plot_shots(column: str) -> Optional[int]:
     """K of a ``shots_<K>`` column (K >= 1, placeable on a log axis), else None."""
-    match = _SHOTS_COLUMN_RE.match(column)
-    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
+    k = _shots_number(column)
+    return int(k) if math.isfinite(k) and k > 0 else None
 
 
 def _curve_label(table: GridTable, tables: Sequence[GridTable]) -> str:
@@ -1357,21 +1356,29 @@ def build_parser() -> argparse.ArgumentParser:
 TABLE_COMMANDS = ("base2new", "fewshot", "xd", "dg")
 
 
-def parse_seeds(values: Sequence[str]) -> List[int]:
-    """``["1", "2,3"]`` or ``["1 2"]`` -> ``[1, 2, 3]`` (duplicates dropped); ValueError naming a bad one."""
-    seeds: List[int] = []
+def parse_int_list(values: Sequence[str], what: str, minimum: int) -> List[int]:
+    """``["1", "2,3"]`` or ``["1 2"]`` -> ``[1, 2, 3]`` (duplicates dropped); ValueError naming ``what`` and the
+    bad value otherwise. The sweep parses its --seeds / --shots with it too."""
+    numbers: List[int] = []
     for value in values:
         for part in str(value).replace(",", " ").split():
             try:
-                seed = int(part)
+                numbers.append(int(part))
             except ValueError:
-                raise ValueError(f"--seeds: not a seed: {part!r}") from None
-            if seed < 0:
-                raise ValueError(f"--seeds: seeds must be >= 0, got {seed}")
-            seeds.append(seed)
-    if not seeds:
-        raise ValueError("--seeds: no seeds given")
-    return list(dict.fromkeys(seeds))
+                raise ValueError(f"not a {what}: {part!r}") from None
+    if not numbers:
+        raise ValueError(f"no {what}s given")
+    if any(n < minimum for n in numbers):
+        raise ValueError(f"{what}s must be >= {minimum}, got {numbers}")
+    return list(dict.fromkeys(numbers))
+
+
+def parse_seeds(values: Sequence[str]) -> List[int]:
+    """The --seeds of the table commands (see ``parse_int_list``)."""
+    try:
+        return parse_int_list(values, "seed", 0)
+    except ValueError as exc:
+        raise ValueError(f"--seeds: {exc}") from None
 
 
 def _table_command(args) -> None:

@@ -776,9 +776,7 @@ def resolve_spec(args, environ: Optional[Dict[str, str]] = None,
     if len(args.extra_opts) % 2:
         raise SweepUsageError(f"extra opts must be KEY VALUE pairs, got {args.extra_opts}")
     opts += list(args.extra_opts)
-    seeds = list(dict.fromkeys(args.seeds))
-    if any(s < 0 for s in seeds):
-        raise SweepUsageError(f"seeds must be >= 0, got {seeds}")
+    seeds = list(args.seeds)  # parse_args has de-duplicated and checked them
     spec = SweepSpec(protocol=args.protocol, trainer=args.trainer, cfg=cfg, dataset=dataset, shots=shots,
                      seeds=seeds, data_root=data_root, config_file=_rel(tr_cfg, cwd),
                      dataset_configs={ds: _rel(p, cwd) for ds, p in ds_paths.items()},
@@ -791,19 +789,11 @@ def resolve_spec(args, environ: Optional[Dict[str, str]] = None,
 
 
 def _int_list(values: Sequence[str], what: str, minimum: int) -> List[int]:
-    """``["1", "2,3"]`` -> ``[1, 2, 3]``; SweepUsageError naming ``what`` otherwise."""
-    numbers = []
-    for value in values:
-        for part in str(value).replace(",", " ").split():
-            try:
-                numbers.append(int(part))
-            except ValueError:
-                raise SweepUsageError(f"not a {what}: {part!r}") from None
-    if not numbers:
-        raise SweepUsageError(f"no {what}s given")
-    if any(n < minimum for n in numbers):
-        raise SweepUsageError(f"{what}s must be >= {minimum}, got {numbers}")
-    return list(dict.fromkeys(numbers))
+    """``["1", "2,3"]`` -> ``[1, 2, 3]`` (``results_mod.parse_int_list``); SweepUsageError naming ``what``."""
+    try:
+        return results_mod.parse_int_list(values, what, minimum)
+    except ValueError as exc:
+        raise SweepUsageError(str(exc)) from None
 
 
 def _add_common_args(p: argparse.ArgumentParser, evaluates: bool = True) -> None:
