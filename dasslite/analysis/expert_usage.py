@@ -51,7 +51,6 @@ import json
 import math
 import os
 import os.path as osp
-import re
 import sys
 import textwrap
 import warnings
@@ -60,11 +59,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from dasslite.results import _SEED_RE, _dataset_sort_key  # the tables' seed folders and dataset order
+
 USAGE_FILE = "expert_usage.json"
 DATASETS_PREFIX = "expert_usage_datasets"
 FORMAT = "dasslite.expert_usage/1"
 MAX_CLASS_LABELS = 60  # more classes than this: the heatmap drops its class tick labels
-_SEED_RE = re.compile(r"^seed[_-]?\d+$")
 
 
 class NoUsageError(RuntimeError):
@@ -543,12 +543,6 @@ def _dataset_of(json_path: str, record: dict, root: str) -> str:
     return osp.basename(folder) or folder
 
 
-def _dataset_order(name: str):
-    from dasslite.results import PAPER_ORDER
-
-    return (PAPER_ORDER.index(name), "") if name in PAPER_ORDER else (len(PAPER_ORDER), name)
-
-
 def summarize_runs(paths: Union[str, Sequence[str]], filename: str = USAGE_FILE) -> List[DatasetUsage]:
     """Collect expert-usage JSONs under ``paths`` and merge them per dataset (rows in the papers' dataset order).
 
@@ -580,7 +574,7 @@ def summarize_runs(paths: Union[str, Sequence[str]], filename: str = USAGE_FILE)
                 raise UsageFileError(f"{json_path}: cannot merge into {dataset}: {exc}") from None
             groups[key].sources.append(json_path)
     rows = []
-    for dataset in sorted(order, key=_dataset_order):
+    for dataset in sorted(order, key=_dataset_sort_key):
         for i, key in enumerate(order[dataset]):
             row = groups[key]
             row.label = dataset if i == 0 else f"{dataset} [{i + 1}]"
