@@ -179,9 +179,37 @@ def build_cfg(trainer_cls: type, arch: str, config_file: Optional[str], prec: Op
     return cfg
 
 
+# How many of ImageNet's 1000 CLIP class names (CoOp's classnames.txt) have each BPE token count: mean 2.2, max 12.
+# The spread matters: a padded batch pays for the longest name, length buckets for each bucket's longest.
+IMAGENET_NAME_TOKENS = {1: 246, 2: 508, 3: 154, 4: 50, 5: 22, 6: 10, 7: 8, 9: 1, 12: 1}
+
+
+@functools.lru_cache(maxsize=None)
+def _one_token_words() -> Tuple[str, ...]:
+    """Whole lower-case words that are one CLIP BPE token each, in vocabulary order (deterministic)."""
+    from dasslite.clip import import_clip
+    vocab = import_clip().clip._tokenizer.encoder
+    return tuple(w[:-4] for w in vocab if w.endswith("</w>") and w[:-4].isalpha() and w[:-4].islower()
+                 and len(w) >= 8)
+
+
 def class_names(n: int) -> List[str]:
-    """Synthetic class names (3-6 BPE tokens each, like real ones)."""
-    return [f"class {i} object" for i in range(n)]
+    """``n`` distinct synthetic class names whose BPE lengths follow ImageNet's (``IMAGENET_NAME_TOKENS``): evenly
+    spaced quantiles of that distribution, its shortest and longest included, in a fixed shuffled order."""
+    if n < 1:
+        return []
+    lengths = sorted(k for k, count in IMAGENET_NAME_TOKENS.items() for _ in range(count))
+    picks = [lengths[round(i * (len(lengths) - 1) / max(n - 1, 1))] for i in range(n)]
+    order = list(range(n))
+    import random
+    random.Random(0).shuffle(order)
+    words = _one_token_words()
+    names, next_word = [], 0
+    for i in order:
+        k = picks[i]
+        names.append(" ".join(words[(next_word + j) % len(words)] for j in range(k)))
+        next_word += k
+    return names
 
 
 def _engine_init(trainer: Any) -> None:

@@ -259,3 +259,16 @@ def test_mocoop_targets_pass_and_fail(batch, step_ratio, eval_ratio, expected):
     assert rows[0]["value"].startswith(f"{eval_ratio:.2f}x") and rows[1]["value"].startswith(f"{step_ratio:.2f}x")
     lines = report.target_lines(rows)
     assert lines[0].startswith("PASS" if expected[0] else "FAIL")
+
+
+def test_synthetic_class_names_follow_imagenet_lengths():
+    """The benchmark's class names have ImageNet's BPE length spread (which decides the padded and the bucketed
+    cost), are distinct, and keep the longest name at any C."""
+    from dasslite.clip.text import bpe_encode
+    lengths = [len(bpe_encode(name)) for name in H.class_names(1000)]
+    assert {k: lengths.count(k) for k in set(lengths)} == H.IMAGENET_NAME_TOKENS
+    assert len(set(H.class_names(1000))) == 1000
+    for n in (2, 100):
+        names = H.class_names(n)
+        assert len(set(names)) == n and max(len(bpe_encode(name)) for name in names) == 12
+    assert H.class_names(100) == H.class_names(100)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dasslite.clip.text import plan_length_buckets
 from dasslite.clip import (CheckpointFormatError, ChecksumError, TextEncoder, available_backbones, build_tiny_clip,
                            download_checkpoint, embed_tokens, eot_positions, import_clip, load_clip,
                            register_backbone_url, save_jit_archive, save_state_dict, tokenize,
@@ -176,6 +177,63 @@ def test_shared_prefix_encoding_equals_full_prompts(vit):
         encoder.encode_prefixed(base[0, :9], base[:, 9:], eot)
     with pytest.raises(ValueError, match="must be"):
         encoder.encode_prefixed(base[:, :5], base[:, 5:], eot)
+
+
+def test_plan_length_buckets_hand_computed():
+    """Least padded tokens (+ a cost per bucket), buckets as contiguous length ranges, fewest buckets on a tie."""
+    lengths = [3, 3, 3, 10, 10, 4]
+    # no cost per bucket: {3,3,3} {4} {10,10} = 9 + 4 + 20 tokens instead of 60
+    assert plan_length_buckets(lengths, 4) == [[0, 1, 2], [5], [3, 4]]
+    # 5 per bucket: two buckets (16 + 20 + 10 = 46) beat three (33 + 15 = 48) and one (60 + 5)
+    assert plan_length_buckets(lengths, 4, overhead=5) == [[0, 1, 2, 5], [3, 4]]
+    assert plan_length_buckets(lengths, 4, overhead=2, fixed=3) == [[0, 1, 2, 5], [3, 4]]
+    assert plan_length_buckets(lengths, 4, overhead=40) == [[0, 1, 2, 3, 4, 5]]
+    assert plan_length_buckets(lengths, 1) == [[0, 1, 2, 3, 4, 5]]
+    assert plan_length_buckets([1, 2, 3, 4], 2) == [[0, 1], [2, 3]]  # 4 + 8 beats 1 + 12 and 9 + 4
+    assert plan_length_buckets([5, 5], 3) == [[0, 1]]
+    assert plan_length_buckets([], 3) == [[]]
+    with pytest.raises(ValueError, match="max_buckets"):
+        plan_length_buckets(lengths, 0)
+
+
+def test_length_buckets_equal_one_padded_batch(vit, monkeypatch):
+    """Encoding length buckets separately (each cut after its own last EOT) gives the features and gradients of one
+    padded batch, for plain and shared-prefix prompts, one or several prefixes, chunked or not."""
+    model = copy.deepcopy(vit).float()
+    encoder = TextEncoder(model)
+    names = ["x", "golden retriever on the beach at dawn", "dog", "a very large iron espresso maker", "hen", "b c"]
+    tokens = tokenize(["a photo of a " + n + "." for n in names])
+    eot = eot_positions(tokens)
+    with torch.no_grad():
+        base = embed_tokens(model, tokens)
+    calls = []
+    real = TextEncoder._encode_prefixed
+    monkeypatch.setattr(TextEncoder, "_encode_prefixed", lambda self, p, s, e: calls.append(int(e.max())) or real(self, p, s, e))
+
+    def run(buckets, chunk, groups):
+        encoder.length_buckets, encoder.chunk_size = buckets, chunk
+        ctx = torch.nn.Parameter(base[0, 1:5].clone())
+        suffix = torch.nn.Parameter(base[:, 5:].clone())
+        plain = encoder(torch.cat([base[:, :1], ctx.expand(len(names), -1, -1), suffix], dim=1), tokens)
+        shift = torch.linspace(0, 0.1, groups)[:, None, None]
+        prefix = torch.cat([base[0, :1], ctx]).unsqueeze(0) + shift
+        shared = encoder.encode_prefixed(prefix, suffix.unsqueeze(0).expand(groups, -1, -1, -1), eot)
+        (plain.pow(2).sum() + shared.pow(3).sum()).backward()
+        return plain.detach(), shared.detach(), ctx.grad, suffix.grad
+
+    for groups in (1, 3):
+        for chunk in (None, 2, 4):
+            calls.clear()
+            bucketed = run(4, chunk, groups)
+            if chunk is None:  # (chunks are cut after their own last EOT anyway)
+                assert len(set(calls)) > 1  # the buckets were cut after different last EOTs
+            calls.clear()
+            padded = run(1, chunk, groups)
+            if chunk is None:
+                assert len(set(calls)) == 1
+            for got, want in zip(bucketed, padded):  # gradients: the same sums in another order
+                torch.testing.assert_close(got, want, atol=1e-5 * float(want.abs().max()), rtol=1e-4)
+    torch.testing.assert_close(bucketed[0], model.encode_text(tokens).detach(), atol=1e-5, rtol=0)
 
 
 def test_text_encoder_input_checks(vit):

@@ -5,6 +5,8 @@ token is read. Ours computes the same function with less work:
 - positions after the batch's last EOT cannot influence any EOT token, so they are dropped (exact);
 - attention is ``scaled_dot_product_attention(is_causal=True)`` on q/k/v from each block's own weights;
 - in the last block only the EOT tokens are needed, so only their query, attention output and MLP are computed;
+- rows are grouped into a few buckets of similar length (``length_buckets``), each cut after its own last EOT, so
+  short class names do not pay for the longest one (exact for the same reason);
 - ``chunk_size`` bounds memory when thousands of prompts are encoded (CoCoOp's per-image prompts, ensembles).
 ``reference=True`` runs CoOp's straightforward path through the CLIP modules, for equality tests and benchmarks;
 setting ``text_encoder.reference_path = True`` makes every call take it (switches a whole built model, e.g. for
@@ -12,7 +14,7 @@ setting ``text_encoder.reference_path = True`` makes every call take it (switche
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -130,6 +132,54 @@ def causal_block_at(block: nn.Module, x: torch.Tensor, positions: torch.Tensor) 
     return prefixed_block_at(block, x.new_zeros(1, 0, x.shape[-1]), x.unsqueeze(0), positions)
 
 
+def plan_length_buckets(lengths: Sequence[int], max_buckets: int, overhead: float = 0.0,
+                        fixed: float = 0.0) -> List[List[int]]:
+    """Split rows of the given lengths into at most ``max_buckets`` buckets of similar length, minimising the padded
+    tokens: sum over buckets of (rows x the bucket's longest length + ``overhead``). ``fixed`` is added to the
+    overhead of every bucket (e.g. a shared prefix run again per bucket). Returns each bucket's row indices, shortest
+    bucket first, rows in their original order within a bucket; one bucket (every row) when splitting does not pay.
+    Exact dynamic programming over the distinct lengths (at most 77 for CLIP), so it is cheap."""
+    lengths = [int(n) for n in lengths]
+    if max_buckets < 1:
+        raise ValueError(f"max_buckets must be >= 1, got {max_buckets}")
+    values = sorted(set(lengths))
+    if max_buckets == 1 or len(values) < 2:
+        return [list(range(len(lengths)))]
+    counts = [0] * len(values)
+    where = {v: i for i, v in enumerate(values)}
+    for n in lengths:
+        counts[where[n]] += 1
+    below = [0]
+    for c in counts:
+        below.append(below[-1] + c)
+    per_bucket = overhead + fixed
+    m, inf = len(values), float("inf")
+    # best[k][j]: least cost of the j shortest distinct lengths in k buckets; cut[k][j]: where the last bucket starts
+    best = [[inf] * (m + 1) for _ in range(max_buckets + 1)]
+    cut = [[0] * (m + 1) for _ in range(max_buckets + 1)]
+    best[0][0] = 0.0
+    for k in range(1, max_buckets + 1):
+        for j in range(1, m + 1):
+            for i in range(k - 1, j):
+                cost = best[k - 1][i] + (below[j] - below[i]) * values[j - 1] + per_bucket
+                if cost < best[k][j]:
+                    best[k][j], cut[k][j] = cost, i
+    k = min(range(1, max_buckets + 1), key=lambda kk: (best[kk][m], kk))
+    bounds, j = [], m
+    while k:
+        i = cut[k][j]
+        bounds.append((values[i], values[j - 1]))
+        j, k = i, k - 1
+    bounds.reverse()
+    return [[r for r, n in enumerate(lengths) if lo <= n <= hi] for lo, hi in bounds]
+
+
+DEFAULT_LENGTH_BUCKETS = 4
+# What one more bucket costs, in token positions: a CUDA bucket adds ~10 kernel launches per block, worth about a
+# thousand tokens of a ViT-B text transformer on an H100; on a CPU the cost is a few Python calls.
+BUCKET_OVERHEAD_TOKENS = {"cuda": 1024.0, "cpu": 8.0}
+
+
 class TextEncoder(nn.Module):
     """CLIP's frozen text transformer as CoOp's TextEncoder: prompt embeddings [N, L, D] + tokens -> features [N, E].
 
@@ -150,6 +200,7 @@ class TextEncoder(nn.Module):
         self.chunk_size = chunk_size
         self.truncate = truncate
         self.reference_path = False  # True: every forward takes the reference path (benchmarks, equality checks)
+        self.length_buckets = DEFAULT_LENGTH_BUCKETS  # at most this many length buckets per call; 1 = one padded batch
         for i, block in enumerate(self.transformer.resblocks):
             attn = getattr(block, "attn", None)
             if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
@@ -171,6 +222,27 @@ class TextEncoder(nn.Module):
         eot = eot_positions(tokenized_prompts).to(prompts.device)
         if reference or self.reference_path:
             return self._encode_reference(prompts, eot)
+        return self._by_length(eot + 1, 0, lambda rows: self._encode_chunked(
+            prompts if rows is None else prompts.index_select(0, rows), eot if rows is None else eot[rows]))
+
+    def _by_length(self, lengths: torch.Tensor, dim: int, encode: Callable[[Optional[torch.Tensor]], torch.Tensor],
+                   groups: int = 1, fixed: int = 0) -> torch.Tensor:
+        """``encode(None)`` on all rows, or ``encode(rows)`` per length bucket (``plan_length_buckets``), results put
+        back in row order along ``dim``. ``lengths`` [N] are the positions each row needs; a row stands for
+        ``groups`` sequences, and each bucket also runs ``fixed`` positions again (a shared prefix)."""
+        if not self.truncate or self.length_buckets <= 1 or lengths.numel() < 2:
+            return encode(None)
+        overhead = BUCKET_OVERHEAD_TOKENS.get(lengths.device.type, BUCKET_OVERHEAD_TOKENS["cuda"]) / groups
+        buckets = plan_length_buckets(lengths.tolist(), self.length_buckets, overhead, fixed)
+        if len(buckets) == 1:
+            return encode(None)
+        index = [torch.tensor(rows, device=lengths.device) for rows in buckets]
+        order = torch.cat(index)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return torch.cat([encode(rows) for rows in index], dim).index_select(dim, inverse)
+
+    def _encode_chunked(self, prompts: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         size = self.chunk_size
         if size is not None and prompts.shape[0] > size:
             return torch.cat([self._encode(prompts[i:i + size], eot[i:i + size])
@@ -218,7 +290,16 @@ class TextEncoder(nn.Module):
             full = torch.cat([prefix.unsqueeze(1).expand(-1, n, -1, -1), suffix], dim=2).flatten(0, 1)
             full = F.pad(full, (0, 0, 0, self.positional_embedding.shape[0] - full.shape[1]))
             out = self._encode_reference(full, eot.reshape(-1)).view(groups, n, -1)
-        elif not self.chunk_size or groups * n <= self.chunk_size:
+        else:
+            out = self._by_length(eot.amax(0) + 1 - p_len, 1, lambda rows: self._encode_prefixed_chunked(
+                prefix, suffix if rows is None else suffix.index_select(1, rows),
+                eot if rows is None else eot[:, rows]), groups=groups, fixed=p_len)
+        return out[0] if single else out
+
+    def _encode_prefixed_chunked(self, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """``_encode_prefixed`` in calls of at most ``chunk_size`` prompts (whole groups when they fit)."""
+        groups, n = suffix.shape[:2]
+        if not self.chunk_size or groups * n <= self.chunk_size:
             out = self._encode_prefixed(prefix, suffix, eot)
         elif n <= self.chunk_size:  # whole groups per call
             per_call = self.chunk_size // n
@@ -229,7 +310,7 @@ class TextEncoder(nn.Module):
             out = torch.cat([torch.cat([self._encode_prefixed(prefix[g:g + 1], suffix[g:g + 1, i:i + size],
                                                               eot[g:g + 1, i:i + size]) for i in range(0, n, size)],
                                        dim=1) for g in range(groups)])
-        return out[0] if single else out
+        return out
 
     def _encode_prefixed(self, prefix: torch.Tensor, suffix: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         """[G, P, D] + [G, N, S, D] + EOT [G, N] -> features [G, N, E]."""
