@@ -109,6 +109,43 @@ def test_shared_prefix_path_equals_assembled_prompts(clip_model):
     assert [learner.prefixed(e, emb)[0].shape[0] for e in range(3)] == [1, 5, 6]  # SOS + context before {}
 
 
+def test_experts_with_equal_leading_context_share_one_encoder_call(clip_model, monkeypatch):
+    """``ExpertPromptLearner.encode`` runs experts whose leading contexts have the same length in one call (one
+    prefix each); features and gradients equal encoding each expert alone, for any subset and order."""
+    names = ["cat", "sea_lion", "golden retriever on a beach"]
+    templates = ["a good photo of {}.", "{} texture.", "a photo of a {}, a type of aircraft.", "a bad photo of {}"]
+    learner = ExpertPromptLearner(clip_model, names, templates)
+    assert learner.n_before == [4, 0, 4, 4]
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in learner.ctx:
+            p.add_(0.01 * torch.randn(p.shape, generator=generator))
+    encoder = TextEncoder(clip_model)
+    emb = clip_model.token_embedding
+    calls = []
+    real = TextEncoder.encode_prefixed
+    monkeypatch.setattr(TextEncoder, "encode_prefixed",
+                        lambda self, p, s, e: calls.append(tuple(p.shape[:-1])) or real(self, p, s, e))
+    for experts in (None, [3, 1, 0], [2]):
+        ids = list(range(4)) if experts is None else experts
+        alone = torch.stack([encoder.encode_prefixed(*learner.prefixed(e, emb)) for e in ids])
+        alone.pow(2).sum().backward()
+        grads = [None if p.grad is None else p.grad.clone() for p in learner.ctx]
+        learner.zero_grad(set_to_none=True)
+        calls.clear()
+        grouped = learner.encode(encoder, experts)
+        assert len(calls) == len({learner.n_before[e] for e in ids})
+        torch.testing.assert_close(grouped, alone.detach(), atol=1e-5, rtol=0)
+        grouped.pow(2).sum().backward()
+        for p, g in zip(learner.ctx, grads):
+            if g is None:
+                assert p.grad is None
+            else:
+                torch.testing.assert_close(p.grad, g, atol=1e-4, rtol=1e-3)
+        learner.zero_grad(set_to_none=True)
+    assert calls == [(1, 5)]  # the last subset, expert 2 alone: one prefix of SOS + 4 words
+
+
 def test_over_long_prompt_is_an_error(clip_model):
     with pytest.raises(ValueError, match="longer than CLIP's context length"):
         ExpertPromptLearner(clip_model, ["x " * 80], ["a photo of a {}."])

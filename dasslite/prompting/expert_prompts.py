@@ -13,7 +13,7 @@ tokens for Food101's double-spaced head template; counting BPE tokens of each pi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -138,6 +138,21 @@ class ExpertPromptLearner(nn.Module):
             prefix, suffix, _ = self.prefixed(e, token_embedding, length)
             out.append(torch.cat([prefix.expand(suffix.shape[0], -1, -1), suffix], dim=1))
         return torch.stack(out)
+
+    def encode(self, text_encoder: nn.Module, experts: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Raw class features [n, C, E] of ``experts`` (None: all). Each expert's SOS + leading context is encoded
+        once for all classes, and experts whose leading parts have the same length go through the encoder in one
+        call (one prefix per expert), so a step costs a few calls rather than one per expert."""
+        ids = self._expert_list(experts)
+        by_prefix: Dict[int, List[int]] = {}
+        for e in ids:
+            by_prefix.setdefault(self.n_before[e], []).append(e)
+        feats: Dict[int, torch.Tensor] = {}
+        for group in by_prefix.values():
+            prefixes, suffixes, eots = zip(*(self.prefixed(e, text_encoder.token_embedding) for e in group))
+            out = text_encoder.encode_prefixed(torch.stack(prefixes), torch.stack(suffixes), torch.stack(eots))
+            feats.update(zip(group, out.unbind(0)))
+        return torch.stack([feats[e] for e in ids])
 
     def prefixed(self, expert: int, token_embedding: nn.Module, length: Optional[int] = None):
         """Expert ``expert``'s prompts split for ``TextEncoder.encode_prefixed``: the part every class shares

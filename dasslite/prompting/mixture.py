@@ -83,8 +83,7 @@ class MixtureOfPromptsCLIP(ClipClassifier):
             feats = encoder(prompts.reshape(n * n_cls, length, dim), tokens.reshape(n * n_cls, length))
             feats = feats.reshape(n, n_cls, -1)
         else:  # each expert's SOS + leading context is shared by all classes: encoded once per expert
-            ids = learner._expert_list(experts)
-            feats = torch.stack([encoder.encode_prefixed(*learner.prefixed(e, encoder.token_embedding)) for e in ids])
+            feats = learner.encode(encoder, experts)
         if learner.correction is not None:
             feats = learner.correction(feats)
         return l2_normalize(feats)
