@@ -35,6 +35,7 @@ from benchmarks import report  # noqa: E402
 DEFAULT_TRAINERS = ["ZeroshotCLIP", "CoOp", "CoCoOp", "KgCoOp", "LASP", "MoCoOp"]
 ZEROSHOT = "ZeroshotCLIP"
 COOP = "CoOp"
+LASP = "LASP"
 SMOKE = dict(arch=["tiny"], classes=[6], batch=4, steps=1, warmup=1, eval_batch=8, eval_batches=2, device="cpu",
              prec="fp32", ref_prec="fp32", trainers=["all"], max_case_s=10.0)
 FULL = dict(arch=["ViT-B/16", "ViT-L/14"], classes=[100, 1000], batch=32, steps=10, warmup=3, eval_batch=100,
@@ -255,13 +256,15 @@ def add_zeroshot_ratios(entries: List[Dict[str, Any]]) -> None:
         e["eval_vs_zeroshot"] = ours / base if ours and base else None
 
 
-def add_coop_ratios(entries: List[Dict[str, Any]]) -> None:
-    """``train_step_vs_coop``: a trainer's fast training step time over CoOp's, same backbone, C and batch."""
-    coop = {(e["arch"], e["classes"], e["batch"]): (e["fast"].get("train") or {}).get("step_ms")
-            for e in entries if e["trainer"] == COOP}
-    for e in entries:
-        ours, base = (e["fast"].get("train") or {}).get("step_ms"), coop.get((e["arch"], e["classes"], e["batch"]))
-        e["train_step_vs_coop"] = ours / base if ours and base else None
+def add_step_ratios(entries: List[Dict[str, Any]]) -> None:
+    """``train_step_vs_coop`` / ``train_step_vs_lasp``: a trainer's fast training step time over CoOp's / LASP's
+    (MoCoOp's base recipe: the same ViT LayerNorm tuning and text loss), same backbone, C and batch."""
+    for baseline, key in ((COOP, "train_step_vs_coop"), (LASP, "train_step_vs_lasp")):
+        steps = {(e["arch"], e["classes"], e["batch"]): (e["fast"].get("train") or {}).get("step_ms")
+                 for e in entries if e["trainer"] == baseline}
+        for e in entries:
+            ours, base = (e["fast"].get("train") or {}).get("step_ms"), steps.get((e["arch"], e["classes"], e["batch"]))
+            e[key] = ours / base if ours and base else None
 
 
 def summary_line(e: Dict[str, Any]) -> str:
@@ -300,7 +303,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         del master
         H.free_memory(device)
     add_zeroshot_ratios(entries)
-    add_coop_ratios(entries)
+    add_step_ratios(entries)
     return {"meta": {"command": "python benchmarks/bench_trainers.py " + " ".join(map(shlex.quote, sys.argv[1:])),
                      "smoke": bool(args.smoke), "environment": H.environment(device),
                      "args": {k: v for k, v in vars(args).items() if k not in ("report",)},
@@ -336,6 +339,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for path in args.report:
             with open(path) as f:
                 runs.append(json.load(f))
+            add_zeroshot_ratios(runs[-1]["results"])  # derived: files from older versions get every ratio
+            add_step_ratios(runs[-1]["results"])
         markdown = report.render(runs)
         print(markdown)
         if args.update_readme:

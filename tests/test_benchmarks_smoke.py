@@ -167,7 +167,8 @@ def test_mocoop_smoke_entry(smoke_result):
     assert diffs["loss_ce"] < 1e-4 and diffs["loss_gate"] < 1e-4 and "loss_text" in diffs
     assert _positive(entry["train_step_vs_coop"]) and _positive(entry["eval_vs_zeroshot"])
     rows = [r for r in result["targets"] if r.get("group") == report.MOCOOP_GROUP]
-    assert len(rows) == 2 and rows[1]["met"] is None  # batch 4: the step target is stated for batch 32
+    assert len(rows) == 3 and rows[1]["met"] is None  # batch 4: the step target is stated for batch 32
+    assert rows[2].get("info") and _positive(entry["train_step_vs_lasp"])  # LASP ran too: a context row
     markdown = report.render([result])
     assert "### MoCoOp targets" in markdown and "| MoCoOp (5 experts, 5 per step) | 6 |" in markdown
     assert any(line.startswith("n/a   MoCoOp training step") for line in report.target_lines(rows))
@@ -262,6 +263,24 @@ def test_mocoop_targets_pass_and_fail(batch, step_ratio, eval_ratio, expected):
     assert rows[0]["value"].startswith(f"{eval_ratio:.2f}x") and rows[1]["value"].startswith(f"{step_ratio:.2f}x")
     lines = report.target_lines(rows)
     assert lines[0].startswith("PASS" if expected[0] else "FAIL")
+
+
+def test_mocoop_step_vs_lasp_is_context_not_a_target():
+    """With a LASP step in the run, MoCoOp's step over LASP's is shown as context ("info"), never as PASS/FAIL."""
+    entry = dict(_mocoop_entry(32, 2.1, 1.0), train_step_vs_lasp=1.16)
+    rows = report.mocoop_targets(entry)
+    assert [r["met"] for r in rows] == [True, False, None] and rows[2].get("info")
+    assert rows[2]["value"] == "1.16x (63.0 vs 54.3 ms)"
+    assert report.target_lines(rows)[2].startswith("info")
+    assert "| info |" in report.render([{"meta": {"environment": {"gpu": "G", "torch": "t", "cuda": "c",
+                                                                     "cudnn": "d", "python": "p"},
+                                               "finished_at": "now", "smoke": False, "command": "x"},
+                                      "results": [entry]}])
+    entries = [{"trainer": t, "arch": "A", "classes": 100, "batch": 32, "fast": {"train": {"step_ms": ms}}}
+               for t, ms in (("CoOp", 10.0), ("LASP", 20.0), ("MoCoOp", 25.0))]
+    bench.add_step_ratios(entries)
+    assert [e["train_step_vs_coop"] for e in entries] == [1.0, 2.0, 2.5]
+    assert [e["train_step_vs_lasp"] for e in entries] == [0.5, 1.0, 1.25]
 
 
 def test_synthetic_class_names_follow_imagenet_lengths():
