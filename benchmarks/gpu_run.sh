@@ -8,9 +8,12 @@
 #
 # Each timed phase stops after MAX_CASE_S seconds (default 10; at least one step is always kept), which bounds the
 # slow reference paths at C = 1000. Extra arguments go to every measuring call (e.g. --trainers CoOp MoCoOp).
-# PYTHON (default python), DEVICE (default cuda: fails fast without a GPU) and README (default
-# benchmarks/README.md; empty: leave it alone) can be set too. The exit status is bench_trainers.py's: 1 when a
-# case's two paths disagree or a case fails with an error other than running out of memory.
+# PYTHON (default python), DEVICE (default cuda: fails fast without a GPU), RESULTS_DIR (default
+# benchmarks/results) and README (default benchmarks/README.md; empty: leave it alone) can be set too.
+# A backbone's results replace <RESULTS_DIR>/<arch>.json only when its run succeeds, and only successful runs go
+# into the README; a failed run leaves the old file as it was and keeps what it measured in <arch>.failed.json. The exit status is
+# bench_trainers.py's: 1 when a case's two paths disagree or a case fails with an error other than running out
+# of memory.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -18,15 +21,32 @@ ARCHS=${ARCHS:-ViT-B/16}
 MAX_CASE_S=${MAX_CASE_S:-10}
 DEVICE=${DEVICE:-cuda}
 README=${README-benchmarks/README.md}
-mkdir -p benchmarks/results
+RESULTS_DIR=${RESULTS_DIR:-benchmarks/results}
+mkdir -p "$RESULTS_DIR"
 status=0
 files=()
 for arch in $ARCHS; do
-    out="benchmarks/results/$(echo "$arch" | tr 'A-Z' 'a-z' | tr -d '/' | tr '-' '_').json"  # ViT-B/16 -> vit_b16
-    rm -f "$out"
+    name=$(echo "$arch" | tr 'A-Z' 'a-z' | tr -d '/' | tr '-' '_')  # ViT-B/16 -> vit_b16
+    out="$RESULTS_DIR/$name.json"
+    partial="$RESULTS_DIR/$name.partial.json"
+    rm -f "$partial"
+    rc=0
     "$PYTHON" benchmarks/bench_trainers.py --arch "$arch" --device "$DEVICE" --max-case-s "$MAX_CASE_S" \
-        --out "$out" "$@" || status=$?
-    [ -f "$out" ] && files+=("$out")
+        --out "$partial" "$@" || rc=$?
+    if [ "$rc" -eq 0 ] && [ -f "$partial" ]; then
+        mv -f "$partial" "$out"
+        files+=("$out")
+    else
+        [ "$rc" -eq 0 ] && rc=1
+        status=$rc
+        if [ -f "$partial" ]; then
+            mv -f "$partial" "$RESULTS_DIR/$name.failed.json"
+            echo "gpu_run.sh: $arch failed (exit $rc): $out is left as it was; this run's results are in" \
+                 "$RESULTS_DIR/$name.failed.json" >&2
+        else
+            echo "gpu_run.sh: $arch failed (exit $rc) before writing results: $out is left as it was" >&2
+        fi
+    fi
 done
 if [ ${#files[@]} -gt 0 ]; then
     "$PYTHON" benchmarks/bench_trainers.py --report "${files[@]}" ${README:+--update-readme "$README"} || status=$?

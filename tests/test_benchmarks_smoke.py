@@ -294,3 +294,34 @@ def test_synthetic_class_names_follow_imagenet_lengths():
         names = H.class_names(n)
         assert len(set(names)) == n and max(len(bpe_encode(name)) for name in names) == 12
     assert H.class_names(100) == H.class_names(100)
+
+
+def test_gpu_run_script_replaces_results_only_on_success(tmp_path):
+    """benchmarks/gpu_run.sh end to end (tiny CLIP on CPU): a successful run writes <arch>.json and fills the
+    README's results section; a failed run leaves both as they were and keeps its own results aside."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    readme = tmp_path / "README.md"
+    shutil.copy(os.path.join(root, "benchmarks", "README.md"), readme)
+    env = dict(os.environ, ARCHS="tiny", DEVICE="cpu", PYTHON=sys.executable, RESULTS_DIR=str(tmp_path / "res"),
+               README=str(readme))
+
+    def run(*extra):
+        return subprocess.run(["bash", "benchmarks/gpu_run.sh", "--smoke", "--trainers", "ZeroshotCLIP", "CoOp",
+                               *extra], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+    done = run()
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = tmp_path / "res" / "tiny.json"
+    first = result.read_text()
+    assert [e["trainer"] for e in json.loads(first)["results"]] == ["ZeroshotCLIP", "CoOp"]
+    filled = readme.read_text()
+    assert "| CoOp | 6 |" in filled and "**Pending.**" not in filled
+    failed = run("--config", f"CoOp={tmp_path / 'no_such_recipe.yaml'}")
+    assert failed.returncode != 0
+    assert "is left as it was" in failed.stderr
+    assert result.read_text() == first and readme.read_text() == filled
+    assert not (tmp_path / "res" / "tiny.partial.json").exists()
