@@ -22,7 +22,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable (trainers/, benchmarks/)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -282,7 +282,9 @@ def summary_line(e: Dict[str, Any]) -> str:
             + (f"  ERROR {e['error']}" if e.get("error") else ""))
 
 
-def run(args: argparse.Namespace) -> Dict[str, Any]:
+def run(args: argparse.Namespace, after_case: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Every case of ``args``; ``after_case`` gets the results so far (``meta.complete`` False) after each one, so
+    a run that is killed (a device slot running out) still leaves what it measured."""
     started = time.time()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -300,14 +302,22 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 entry = run_case(name, cls, arch, n_cls, args, config_file, master, device)
                 entries.append(entry)
                 print(summary_line(entry), flush=True)
+                if after_case is not None:
+                    after_case(_result(args, device, entries, skipped, started, complete=False))
         del master
         H.free_memory(device)
+    return _result(args, device, entries, skipped, started, complete=True)
+
+
+def _result(args: argparse.Namespace, device: torch.device, entries: List[Dict[str, Any]],
+            skipped: List[Dict[str, str]], started: float, complete: bool) -> Dict[str, Any]:
     add_zeroshot_ratios(entries)
     add_step_ratios(entries)
     return {"meta": {"command": "python benchmarks/bench_trainers.py " + " ".join(map(shlex.quote, sys.argv[1:])),
                      "smoke": bool(args.smoke), "environment": H.environment(device),
                      "args": {k: v for k, v in vars(args).items() if k not in ("report",)},
-                     "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "elapsed_s": time.time() - started},
+                     "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "elapsed_s": time.time() - started,
+                     "complete": complete},
             "results": entries, "skipped": skipped, "targets": report.check_targets(entries)}
 
 
@@ -346,7 +356,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.update_readme:
             update_readme(args.update_readme, markdown)
         return 0
-    result = run(resolve(args))
+    result = run(resolve(args), after_case=(lambda partial: _write_json(args.out, partial)) if args.out else None)
     if args.out:
         _write_json(args.out, result)
         print(f"Results written to {args.out}")
@@ -366,10 +376,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def update_readme(path: str, markdown: str) -> None:
+    from dasslite.utils.io import write_atomic
+
     with open(path) as f:
-        text = f.read()
-    with open(path, "w") as f:
-        f.write(report.replace_results_section(text, markdown))
+        text = report.replace_results_section(f.read(), markdown)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    write_atomic(path, write)
     print(f"Results section of {path} updated")
 
 

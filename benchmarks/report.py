@@ -190,6 +190,9 @@ def render(runs: List[Dict[str, Any]]) -> str:
         lines += [f"Measured {meta['finished_at']} on **{device}**, torch {env['torch']} (CUDA {env['cuda']}), "
                   f"cuDNN {env['cudnn']}, Python {env['python']}{' (smoke mode: timings mean nothing)' if meta['smoke'] else ''}.",
                   f"Command: `{meta['command']}`", ""]
+        if meta.get("complete") is False:
+            lines += [f"**Incomplete run**: it stopped after {len(run['results'])} cases (killed or interrupted); "
+                      "the cases below are all it measured.", ""]
         for arch in dict.fromkeys(e["arch"] for e in run["results"]):
             entries = [e for e in run["results"] if e["arch"] == arch]
             batch = entries[0]["batch"]

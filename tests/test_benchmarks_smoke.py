@@ -325,3 +325,23 @@ def test_gpu_run_script_replaces_results_only_on_success(tmp_path):
     assert "is left as it was" in failed.stderr
     assert result.read_text() == first and readme.read_text() == filled
     assert not (tmp_path / "res" / "tiny.partial.json").exists()
+
+
+def test_results_are_written_after_every_case(tmp_path, monkeypatch):
+    """A run writes its JSON after each case (``complete`` False until the end), so a killed run keeps what it
+    measured, and the report says the run is incomplete."""
+    out = tmp_path / "r.json"
+    seen = []
+    real = bench._write_json
+
+    def spy(path, data):
+        real(path, data)
+        seen.append(json.loads(out.read_text()))
+
+    monkeypatch.setattr(bench, "_write_json", spy)
+    assert bench.main(["--smoke", "--trainers", "ZeroshotCLIP", "CoOp", "--out", str(out)]) == 0
+    assert [len(r["results"]) for r in seen] == [1, 2, 2]
+    assert [r["meta"]["complete"] for r in seen] == [False, False, True]
+    assert seen[1]["results"][1]["train_step_vs_coop"] == 1.0  # derived ratios are in every partial file
+    assert "**Incomplete run**: it stopped after 1 cases" in report.render([seen[0]])
+    assert "Incomplete" not in report.render([seen[2]])
