@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one command: every trainer (ZeroshotCLIP, CoOp, CoCoOp, KgCoOp, LASP, MoCoOp) at ViT-B/16,
+# The GPU benchmark in one command: every trainer (ZeroshotCLIP, CoOp, MoCoOp, LASP, KgCoOp, CoCoOp) at ViT-B/16,
 # C = 100 and 1000, fast and reference paths; then the results table and the targets (issue 4's, and MoCoOp's two
 # ratios with PASS/FAIL) are printed and written into the results section of benchmarks/README.md.
 #
