@@ -345,3 +345,24 @@ def test_results_are_written_after_every_case(tmp_path, monkeypatch):
     assert seen[1]["results"][1]["train_step_vs_coop"] == 1.0  # derived ratios are in every partial file
     assert "**Incomplete run**: it stopped after 1 cases" in report.render([seen[0]])
     assert "Incomplete" not in report.render([seen[2]])
+
+
+def test_text_core_benchmark_smoke(tmp_path, monkeypatch, capsys):
+    """benchmarks/bench_text.py on the tiny CLIP: every way is timed and agrees with the reference; a way that
+    computes something else makes the run fail."""
+    from benchmarks import bench_text
+    from dasslite.clip import TextEncoder
+    out = tmp_path / "text.json"
+    argv = ["--arch", "tiny", "--device", "cpu", "--classes", "6", "--repeats", "1", "--buckets", "1", "3",
+            "--out", str(out)]
+    assert bench_text.main(argv) == 0
+    result = json.loads(out.read_text())
+    rows = result["cases"][0]["rows"]
+    assert [(r["way"], r["buckets"]) for r in rows] == [("reference", None), ("truncated", None), ("prefix", None),
+                                                        ("buckets", 1), ("buckets", 3)]
+    assert all(r["max_cos_diff"] <= 1e-4 and len(r["all_ms"]) == 1 and r["median_ms"] > 0 for r in rows)
+    assert result["cases"][0]["longest_prompt"] == 1 + 4 + 12 + 2  # SOS, context, the 12-token name, '.', EOT
+    assert "| 6 | buckets | 3 |" in capsys.readouterr().out
+    real = TextEncoder.encode_prefixed
+    monkeypatch.setattr(TextEncoder, "encode_prefixed", lambda self, p, s, e: real(self, p, s, e).flip(0))
+    assert bench_text.main(argv) == 1
