@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # The GPU benchmark in one command: every trainer (ZeroshotCLIP, CoOp, MoCoOp, LASP, KgCoOp, CoCoOp) at ViT-B/16,
 # C = 100 and 1000, fast and reference paths; then the results table and the targets (issue 4's, and MoCoOp's two
-# ratios with PASS/FAIL) are printed and written into the results section of benchmarks/README.md.
+# ratios with PASS/FAIL) are printed and written into the results section of benchmarks/README.md. Last, the text
+# core alone (bench_text.py, --buckets 1 2 3 4) into <RESULTS_DIR>/text_<arch>.json.
 #
 #   bash benchmarks/gpu_run.sh                              # ViT-B/16 only: a few minutes on one H100/H200
 #   ARCHS="ViT-B/16 ViT-L/14" bash benchmarks/gpu_run.sh    # both backbones: about twice as long
 #
 # Each timed phase stops after MAX_CASE_S seconds (default 10; at least one step is always kept), which bounds the
 # slow reference paths at C = 1000. Extra arguments go to every measuring call (e.g. --trainers CoOp MoCoOp).
-# PYTHON (default python), DEVICE (default cuda: fails fast without a GPU), RESULTS_DIR (default
-# benchmarks/results) and README (default benchmarks/README.md; empty: leave it alone) can be set too.
-# A backbone's results replace <RESULTS_DIR>/<arch>.json only when its run succeeds, and only successful runs go
-# into the README; a failed run leaves the old file as it was and keeps what it measured in <arch>.failed.json. The exit status is
-# bench_trainers.py's: 1 when a case's two paths disagree or a case fails with an error other than running out
-# of memory.
+# PYTHON (default python), DEVICE (default cuda: fails fast without a GPU), TEXT_OPTS (extra bench_text.py
+# options, e.g. "--classes 100"), RESULTS_DIR (default benchmarks/results) and README (default
+# benchmarks/README.md; empty: leave it alone) can be set too. A backbone's results replace
+# <RESULTS_DIR>/<arch>.json only when its run succeeds, and only successful runs go into the README; a failed run
+# leaves the old file as it was and keeps what it measured in <arch>.failed.json. The JSON is rewritten after every
+# case, so a run that is killed leaves <arch>.partial.json. The exit status is 1 when a case's two paths disagree
+# or a case fails with an error other than running out of memory.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -47,6 +49,13 @@ for arch in $ARCHS; do
             echo "gpu_run.sh: $arch failed (exit $rc) before writing results: $out is left as it was" >&2
         fi
     fi
+done
+# The text core alone (seconds on a GPU): its shortcuts against one another, and the per-bucket cost calibration.
+for arch in $ARCHS; do
+    name=$(echo "$arch" | tr 'A-Z' 'a-z' | tr -d '/' | tr '-' '_')
+    # shellcheck disable=SC2086  # TEXT_OPTS: extra options for bench_text.py, word-split on purpose
+    "$PYTHON" benchmarks/bench_text.py --arch "$arch" --device "$DEVICE" --buckets 1 2 3 4 \
+        --out "$RESULTS_DIR/text_$name.json" ${TEXT_OPTS:-} || status=$?
 done
 if [ ${#files[@]} -gt 0 ]; then
     "$PYTHON" benchmarks/bench_trainers.py --report "${files[@]}" ${README:+--update-readme "$README"} || status=$?
