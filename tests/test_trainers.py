@@ -97,6 +97,23 @@ def test_eval_encodes_class_prompts_once_and_matches_uncached(eurosat_root, tiny
     assert tr.model._cached is None  # the cache never outlives the evaluation
 
 
+@pytest.mark.parametrize("prec", ["bf16", "fp32"])
+def test_eval_cache_is_encoded_under_the_inference_autocast(eurosat_root, tiny_clip_checkpoint, tmp_path, prec):
+    """test() encodes the cached class features in the same precision as an uncached forward (bf16 autocast here,
+    fp16 autocast for amp on a GPU), so caching changes no logit."""
+    tr = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, extra=["TRAINER.COOP.PREC", prec])
+    tr.set_model_mode("eval")
+    with torch.no_grad(), tr.autocast():
+        uncached = tr.model.compute_class_features()
+    seen = []
+    original = tr.model.compute_class_features
+    tr.model.compute_class_features = lambda: seen.append(original()) or seen[-1]
+    tr.test()
+    assert len(seen) == 1 and seen[0].dtype == uncached.dtype
+    assert seen[0].dtype == (torch.bfloat16 if prec == "bf16" else torch.float32)
+    assert torch.equal(seen[0], uncached)
+
+
 def test_train_eval_resume_and_base_to_new(eurosat_root, tiny_clip_checkpoint, tmp_path):
     out = str(tmp_path / "base")
     extra = ["TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.N_CTX", "4", "OPTIM.MAX_EPOCH", "2",

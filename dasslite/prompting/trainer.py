@@ -7,7 +7,7 @@ trainable state only. It runs on real Dassl or on the built-in engine (``dasslit
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from typing import Dict, List
 
 import torch
@@ -150,8 +150,13 @@ class ClipPromptTrainer(*_BASES):
             return self.model(input).float()
 
     def test(self, split=None):
+        """Evaluate with the class features encoded once (when the model can cache them), under the same autocast
+        as ``model_inference``, so the cached features are exactly what an uncached forward would compute."""
         cache = getattr(self.model, "cached_class_features", None)
-        with (cache() if cache is not None else nullcontext()):
+        with ExitStack() as stack:
+            if cache is not None:
+                with self.autocast():
+                    stack.enter_context(cache())
             return evaluate_split(self, split)
 
     def load_model_state(self, name: str, module: nn.Module, checkpoint: dict, path: str) -> None:
