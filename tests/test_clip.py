@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import dasslite.clip.text as text_module
 from dasslite.clip.text import plan_length_buckets
 from dasslite.clip import (CheckpointFormatError, ChecksumError, TextEncoder, available_backbones, build_tiny_clip,
                            download_checkpoint, embed_tokens, eot_positions, import_clip, load_clip,
@@ -208,7 +209,15 @@ def test_length_buckets_equal_one_padded_batch(vit, monkeypatch):
         base = embed_tokens(model, tokens)
     calls = []
     real = TextEncoder._encode_prefixed
-    monkeypatch.setattr(TextEncoder, "_encode_prefixed", lambda self, p, s, e: calls.append(int(e.max())) or real(self, p, s, e))
+    monkeypatch.setattr(TextEncoder, "_encode_prefixed",
+                        lambda self, p, s, e: calls.append(int(e.max())) or real(self, p, s, e))
+    # a bucket's cost is scaled by (512 / width)^2: this width-64 model does not split 6 prompts by default ...
+    with torch.no_grad():
+        encoder.encode_prefixed(base[0, :5], base[:, 5:], eot)
+    assert len(calls) == 1
+    # ... so, to test the split, buckets cost nothing here
+    monkeypatch.setitem(text_module.BUCKET_OVERHEAD_TOKENS, "cpu", 0.0)
+    calls.clear()
 
     def run(buckets, chunk, groups):
         encoder.length_buckets, encoder.chunk_size = buckets, chunk

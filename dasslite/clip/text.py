@@ -175,9 +175,12 @@ def plan_length_buckets(lengths: Sequence[int], max_buckets: int, overhead: floa
 
 
 DEFAULT_LENGTH_BUCKETS = 4
-# What one more bucket costs, in token positions: a CUDA bucket adds ~10 kernel launches per block, worth about a
-# thousand tokens of a ViT-B text transformer on an H100; on a CPU the cost is a few Python calls.
+# What one more bucket costs, in token positions of a ViT-B text transformer (width 512): a CUDA bucket adds ~10
+# kernel launches per block, worth about a thousand tokens on an H100; on a CPU it is a few Python calls per block.
+# Both the fixed cost and a token's cost are per block, and a token's grows with width^2, so for another width the
+# cost in tokens is scaled by (512 / width)^2 (a tiny test model hardly ever splits; ViT-L's text splits sooner).
 BUCKET_OVERHEAD_TOKENS = {"cuda": 1024.0, "cpu": 8.0}
+BUCKET_OVERHEAD_WIDTH = 512
 
 
 class TextEncoder(nn.Module):
@@ -232,7 +235,9 @@ class TextEncoder(nn.Module):
         ``groups`` sequences, and each bucket also runs ``fixed`` positions again (a shared prefix)."""
         if not self.truncate or self.length_buckets <= 1 or lengths.numel() < 2:
             return encode(None)
-        overhead = BUCKET_OVERHEAD_TOKENS.get(lengths.device.type, BUCKET_OVERHEAD_TOKENS["cuda"]) / groups
+        per_bucket = BUCKET_OVERHEAD_TOKENS.get(lengths.device.type, BUCKET_OVERHEAD_TOKENS["cuda"])
+        width = self.positional_embedding.shape[-1]
+        overhead = per_bucket * (BUCKET_OVERHEAD_WIDTH / width) ** 2 / groups
         buckets = plan_length_buckets(lengths.tolist(), self.length_buckets, overhead, fixed)
         if len(buckets) == 1:
             return encode(None)
