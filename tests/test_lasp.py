@@ -278,6 +278,9 @@ def test_bad_lasp_config_is_an_error(eurosat_root, tiny_clip_checkpoint, tmp_pat
     with pytest.raises(ValueError, match='TEMPLATES "groups" is not one of lasp, dataset'):
         make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, FAST + ["TRAINER.LASP.TEMPLATES", "groups"])
     close_logger()
+    with pytest.raises(ValueError, match=r"TRAINER\.LASP\.NOISE_STD must be >= 0, got -1\.0"):
+        make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, FAST + ["TRAINER.LASP.NOISE_STD", "-1.0"])
+    close_logger()
 
 
 @pytest.mark.parametrize("config", sorted(f[:-5] for f in os.listdir("configs/trainers/LASP") if f.endswith(".yaml")))

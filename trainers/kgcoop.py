@@ -96,11 +96,8 @@ class KgCoOp(ClipPromptTrainer):
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)
-        c = cfg.TRAINER.KGCOOP
-        if c.KG_LOSS not in KG_LOSS_FORMS:
-            raise ValueError(f'TRAINER.KGCOOP.KG_LOSS "{c.KG_LOSS}" is not one of {", ".join(KG_LOSS_FORMS)}')
-        if c.W < 0:
-            raise ValueError(f"TRAINER.KGCOOP.W must be >= 0, got {c.W}")
+        self.require_choice(cfg, "KG_LOSS", KG_LOSS_FORMS)
+        self.require_non_negative(cfg, "W")
 
     def build_custom_clip(self, clip_model, classnames):
         c = self.method_cfg

@@ -112,10 +112,8 @@ class LASP(VitLayerNormTuning, ClipPromptTrainer):
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)
         c = cfg.TRAINER.LASP
-        if c.TEMPLATES not in TEMPLATE_SOURCES:
-            raise ValueError(f'TRAINER.LASP.TEMPLATES "{c.TEMPLATES}" is not one of {", ".join(TEMPLATE_SOURCES)}')
-        if c.LAMBDA < 0 or c.TEMPERATURE < 0 or c.NOISE_STD < 0 or c.VIT_LN_LR_MULT < 0:
-            raise ValueError("TRAINER.LASP.LAMBDA, TEMPERATURE, NOISE_STD and VIT_LN_LR_MULT must be >= 0")
+        self.require_choice(cfg, "TEMPLATES", TEMPLATE_SOURCES)
+        self.require_non_negative(cfg, "LAMBDA", "TEMPERATURE", "NOISE_STD", "VIT_LN_LR_MULT")
         if not 0 <= c.NOISE_PROB <= 1:
             raise ValueError(f"TRAINER.LASP.NOISE_PROB must be in [0, 1], got {c.NOISE_PROB}")
 

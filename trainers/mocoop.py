@@ -79,14 +79,10 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)
         c = cfg.TRAINER.MOCOOP
-        if c.ROUTER not in ROUTER_TYPES:
-            raise ValueError(f'TRAINER.MOCOOP.ROUTER "{c.ROUTER}" is not one of {", ".join(ROUTER_TYPES)}')
-        if c.GATE_TARGET not in GATE_TARGETS:
-            raise ValueError(f'TRAINER.MOCOOP.GATE_TARGET "{c.GATE_TARGET}" is not one of {", ".join(GATE_TARGETS)}')
-        for key in ("TEXT_LOSS_WEIGHT", "GATE_LOSS_WEIGHT", "BALANCE_LOSS_WEIGHT", "TEXT_TEMPERATURE", "GATE_BOOST",
-                    "VIT_LN_LR_MULT", "TEXT_CHUNK_SIZE"):
-            if c[key] < 0:
-                raise ValueError(f"TRAINER.MOCOOP.{key} must be >= 0, got {c[key]}")
+        self.require_choice(cfg, "ROUTER", ROUTER_TYPES)
+        self.require_choice(cfg, "GATE_TARGET", GATE_TARGETS)
+        self.require_non_negative(cfg, "TEXT_LOSS_WEIGHT", "GATE_LOSS_WEIGHT", "BALANCE_LOSS_WEIGHT",
+                                  "TEXT_TEMPERATURE", "GATE_BOOST", "VIT_LN_LR_MULT", "TEXT_CHUNK_SIZE")
         if c.GATE_TEMPERATURE <= 0:
             raise ValueError(f"TRAINER.MOCOOP.GATE_TEMPERATURE must be > 0, got {c.GATE_TEMPERATURE}")
 

@@ -45,9 +45,20 @@ class ClipPromptTrainer(*_BASES):
     def check_cfg(self, cfg) -> None:
         if self.CFG_NODE not in cfg.TRAINER:
             raise KeyError(f"cfg.TRAINER.{self.CFG_NODE} is missing: call extend_cfg() before building the trainer")
-        prec = cfg.TRAINER[self.CFG_NODE].PREC
-        if prec not in PRECISIONS:
-            raise ValueError(f'TRAINER.{self.CFG_NODE}.PREC "{prec}" is not one of {", ".join(PRECISIONS)}')
+        self.require_choice(cfg, "PREC", PRECISIONS)
+
+    def require_choice(self, cfg, key: str, choices) -> None:
+        """``TRAINER.<node>.<key>`` must be one of ``choices``; the error names the key, the value and the choices."""
+        value = cfg.TRAINER[self.CFG_NODE][key]
+        if value not in choices:
+            raise ValueError(f'TRAINER.{self.CFG_NODE}.{key} "{value}" is not one of {", ".join(choices)}')
+
+    def require_non_negative(self, cfg, *keys: str) -> None:
+        """Each ``TRAINER.<node>.<key>`` must be >= 0; the error names the first key that is not, and its value."""
+        node = cfg.TRAINER[self.CFG_NODE]
+        for key in keys:
+            if node[key] < 0:
+                raise ValueError(f"TRAINER.{self.CFG_NODE}.{key} must be >= 0, got {node[key]}")
 
     # -- model -----------------------------------------------------------------------------------------------
     def load_clip_model(self) -> nn.Module:
