@@ -96,14 +96,15 @@ def prefixed_block(block: nn.Module, prefix: torch.Tensor, suffix: torch.Tensor)
     attn = block.attn
     groups, p_len, width = prefix.shape
     n, s_len = suffix.shape[1], suffix.shape[2]
-    k_p, v_p = _keys_values(block, prefix)
+    q_p, k_p, v_p = F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
     rows = suffix.reshape(groups * n, s_len, width)
     q_s, k_s, v_s = F.linear(block.ln_1(rows), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
     k = torch.cat([_per_row(k_p, n), k_s], dim=1)
     v = torch.cat([_per_row(v_p, n), v_s], dim=1)
     visible = torch.ones(s_len, p_len + s_len, dtype=torch.bool, device=suffix.device).tril(diagonal=p_len)
     rows = _attend_and_mlp(block, rows, q_s, k, v, attn_mask=visible)
-    return causal_block(block, prefix), rows.view(groups, n, s_len, width)
+    prefix = _attend_and_mlp(block, prefix, q_p, k_p, v_p, is_causal=True)  # the prefix's own causal block
+    return prefix, rows.view(groups, n, s_len, width)
 
 
 def prefixed_block_at(block: nn.Module, prefix: torch.Tensor, suffix: torch.Tensor,
