@@ -15,11 +15,12 @@ from yacs.config import CfgNode as CN
 
 from clip_templates import dataset_template_groups, lasp_templates
 from dasslite.compat import TRAINER_REGISTRY
-from dasslite.prompting.calibration import VitLayerNormTuning, add_recalibration_keys, attach_recalibration
+from dasslite.prompting.calibration import (VitLayerNormTuning, add_recalibration_keys, attach_recalibration,
+                                            recalibrated)
 from dasslite.prompting.config import add_prompt_common, register_config
 from dasslite.prompting.hard_prompts import HardTemplateFeatures
 from dasslite.prompting.losses import lasp_text_loss
-from dasslite.prompting.model import PromptCLIP, l2_normalize
+from dasslite.prompting.model import PromptCLIP
 from dasslite.prompting.prompt_learner import ContextPromptLearner
 from dasslite.prompting.trainer import ClipPromptTrainer
 from dasslite.prompting.virtual_classes import text_supervision_classes
@@ -74,11 +75,7 @@ class LASPCLIP(PromptCLIP):
 
     def encode_prompts(self) -> torch.Tensor:
         """Normalised learned features [C_text, E] of every text-supervision class (correction added first)."""
-        learner = self.prompt_learner
-        features = learner.encode(self.text_encoder)
-        if learner.correction is not None:
-            features = learner.correction(features)
-        return l2_normalize(features)
+        return recalibrated(self.prompt_learner, self.prompt_learner.encode(self.text_encoder))
 
     def select_image_classes(self, features: torch.Tensor) -> torch.Tensor:
         return features if self.class_index is None else features[self.class_index]

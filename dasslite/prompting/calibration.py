@@ -7,6 +7,8 @@ from typing import Collection, Dict, Iterable, List
 import torch
 import torch.nn as nn
 
+from .model import l2_normalize
+
 
 class FeatureCorrection(nn.Module):
     """``features + w`` with one learnable vector ``w`` [1, E] shared by all classes, zero-initialised (so training
@@ -53,6 +55,13 @@ def scaled_lr_param_groups(model: nn.Module, scaled_names: Collection[str], lr: 
     if scaled:
         groups.append({"params": scaled, "lr": multiplier * lr})
     return groups
+
+
+def recalibrated(learner: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Normalised class features from raw ones: ``learner.correction`` (if any) added first, then L2 normalised."""
+    if learner.correction is not None:
+        features = learner.correction(features)
+    return l2_normalize(features)
 
 
 def add_recalibration_keys(node, finetune_vit_ln: bool = False) -> None:

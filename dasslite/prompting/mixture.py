@@ -20,10 +20,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .calibration import recalibrated
 from .expert_prompts import ExpertPromptLearner
 from .hard_prompts import HardTemplateFeatures, group_prototypes
 from .losses import gate_target_scores, text_to_text_loss
-from .model import ClipClassifier, l2_normalize
+from .model import ClipClassifier
 from .routing import Routing, TopKRouter, boosted_top_k_target, load_balancing_loss, soft_target_kl
 
 
@@ -84,9 +85,7 @@ class MixtureOfPromptsCLIP(ClipClassifier):
             feats = feats.reshape(n, n_cls, -1)
         else:  # each expert's SOS + leading context is shared by all classes: encoded once per expert
             feats = learner.encode(encoder, experts)
-        if learner.correction is not None:
-            feats = learner.correction(feats)
-        return l2_normalize(feats)
+        return recalibrated(learner, feats)
 
     def select_image_classes(self, features: torch.Tensor) -> torch.Tensor:
         return features if self.class_index is None else features[:, self.class_index]
