@@ -19,7 +19,7 @@ from dasslite.prompting.calibration import (VitLayerNormTuning, add_recalibratio
                                             recalibrated)
 from dasslite.prompting.config import add_prompt_common, register_config
 from dasslite.prompting.hard_prompts import HardTemplateFeatures
-from dasslite.prompting.losses import lasp_text_loss
+from dasslite.prompting.losses import lasp_text_loss, text_loss_scale
 from dasslite.prompting.model import PromptCLIP
 from dasslite.prompting.prompt_learner import ContextPromptLearner
 from dasslite.prompting.trainer import ClipPromptTrainer
@@ -83,17 +83,13 @@ class LASPCLIP(PromptCLIP):
     def compute_class_features(self) -> torch.Tensor:
         return self.select_image_classes(self.encode_prompts())
 
-    def text_loss_scale(self) -> torch.Tensor:
-        if self.temperature > 0:
-            return torch.tensor(1.0 / self.temperature)
-        return self.logit_scale.detach().float().exp()
-
     def text_loss(self, learned: torch.Tensor) -> torch.Tensor:
         """``LAMBDA`` x LASP's text-to-text loss of the learned features [C_text, E] (0 when LAMBDA is 0)."""
         if self.text_loss_weight == 0:
             return learned.new_zeros((), dtype=torch.float32)
         hard = self.hard_features(self.text_encoder)
-        loss = lasp_text_loss(learned, hard, self.text_loss_scale().to(hard.device), self.noise_prob, self.noise_std)
+        scale = text_loss_scale(self.temperature, self.logit_scale)
+        loss = lasp_text_loss(learned, hard, scale, self.noise_prob, self.noise_std)
         return self.text_loss_weight * loss
 
     def forward_train(self, image: torch.Tensor, label: torch.Tensor):

@@ -12,6 +12,12 @@ import torch.nn.functional as F
 from .model import l2_normalize
 
 
+def text_loss_scale(temperature: float, logit_scale: torch.Tensor):
+    """The logit scale of a text-to-text loss: ``1 / temperature``, or for temperature 0 CLIP's own scale
+    (``logit_scale.exp()``, no gradient). LASP's and MoCoOp's text losses both take it."""
+    return 1.0 / temperature if temperature > 0 else logit_scale.detach().float().exp()
+
+
 def text_to_text_loss(queries: torch.Tensor, keys: torch.Tensor, scale=1.0) -> torch.Tensor:
     """Mean over all queries of ``-log softmax_i(scale * <q_j, k_i>)[j]``: query j must pick key j of its class.
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .calibration import recalibrated
 from .expert_prompts import ExpertPromptLearner
 from .hard_prompts import HardTemplateFeatures, group_prototypes
-from .losses import gate_target_scores, text_to_text_loss
+from .losses import gate_target_scores, text_loss_scale, text_to_text_loss
 from .model import ClipClassifier
 from .routing import Routing, TopKRouter, boosted_top_k_target, load_balancing_loss, soft_target_kl
 
@@ -144,16 +144,11 @@ class MixtureOfPromptsCLIP(ClipClassifier):
         return out
 
     # -- auxiliary losses ------------------------------------------------------------------------------------
-    def text_loss_scale(self) -> torch.Tensor:
-        if self.text_temperature > 0:
-            return torch.tensor(1.0 / self.text_temperature)
-        return self.logit_scale.detach().float().exp()
-
     def text_loss(self, learned: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
         """Semantically grouped text loss: each learned class feature of expert e must pick its own class among
         group e's hard prototypes of all text classes (mean over the encoded experts and classes)."""
         prototypes = self.group_prototypes()[experts]
-        return text_to_text_loss(learned, prototypes, self.text_loss_scale().to(learned.device))
+        return text_to_text_loss(learned, prototypes, text_loss_scale(self.text_temperature, self.logit_scale))
 
     def label_rows(self, label: torch.Tensor) -> torch.Tensor:
         """Each image label's row in the text-class list (labels and rows are aligned by construction)."""
