@@ -377,16 +377,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def update_readme(path: str, markdown: str) -> None:
-    from dasslite.utils.io import write_atomic
+    from dasslite.utils.io import write_text_atomic
 
     with open(path) as f:
-        text = report.replace_results_section(f.read(), markdown)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    write_atomic(path, write)
+        text = f.read()
+    write_text_atomic(path, report.replace_results_section(text, markdown))
     print(f"Results section of {path} updated")
 
 

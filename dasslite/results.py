@@ -798,7 +798,10 @@ def format_base2new(tables: Sequence[Base2NewTable], tablefmt: str = "github", m
 
 
 def _write_text(path: str, text: str) -> str:
-    return _write_bytes_atomic(path, text.encode("utf-8"))
+    """``text`` into ``path`` atomically (``dasslite.utils.io``; importing it needs no torch)."""
+    from dasslite.utils.io import write_text_atomic
+
+    return write_text_atomic(path, text)
 
 
 def _csv_writer():
@@ -1269,17 +1272,6 @@ def fewshot_plot_png(tables: Sequence[GridTable], title: Optional[str] = None, r
     return buf.getvalue()
 
 
-def _write_bytes_atomic(path: str, data: bytes) -> str:
-    """``data`` into ``path`` atomically (``dasslite.utils.io``; importing it needs no torch)."""
-    from dasslite.utils.io import write_atomic
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-    return write_atomic(path, write)
-
-
 def plot_fewshot(tables, path: str, title: Optional[str] = None, root: Optional[str] = None,
                  ylabel: str = "accuracy (%)") -> str:
     """Draw the few-shot curves of ``tables`` (from ``collect_fewshot``; or a ROOT folder, collected with the
@@ -1291,7 +1283,9 @@ def plot_fewshot(tables, path: str, title: Optional[str] = None, root: Optional[
         root = os.fspath(tables)
         tables = collect_fewshot(root)
     png = fewshot_plot_png(list(tables), title=title, root=root, ylabel=ylabel)
-    return _write_bytes_atomic(path, png)
+    from dasslite.utils.io import write_bytes_atomic
+
+    return write_bytes_atomic(path, png)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -254,3 +254,13 @@ def test_write_json_atomic_leaves_old_file_on_failure(tmp_path):
         write_json_atomic(str(path), {"bad": object()})
     assert path.read_text().strip().startswith("{") and '"accuracy": 1.0' in path.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_write_bytes_and_text_atomic(tmp_path):
+    """The byte and text writers replace a file whole, create its folder, and leave no temporary file."""
+    from dasslite.utils.io import write_bytes_atomic, write_text_atomic
+    path = tmp_path / "sub" / "table.md"
+    assert write_text_atomic(str(path), "Δcos ± 1\n") == str(path)
+    assert path.read_bytes() == "Δcos ± 1\n".encode("utf-8")
+    write_bytes_atomic(str(path), b"\x89PNG")
+    assert path.read_bytes() == b"\x89PNG" and [p.name for p in path.parent.iterdir()] == ["table.md"]

@@ -388,18 +388,9 @@ class ExpertUsage:
 
 def _write_files(out_dir: str, prefix: str, files: Dict[str, bytes]) -> List[str]:
     """Each ``<prefix>.<ext>`` atomically, in the order given; returns the paths."""
-    from dasslite.utils.io import write_atomic
+    from dasslite.utils.io import write_bytes_atomic
 
-    written = []
-    for ext, data in files.items():
-        path = osp.join(out_dir, f"{prefix}.{ext}")
-
-        def write(tmp: str, data: bytes = data) -> None:
-            with open(tmp, "wb") as f:
-                f.write(data)
-
-        written.append(write_atomic(path, write))
-    return written
+    return [write_bytes_atomic(osp.join(out_dir, f"{prefix}.{ext}"), data) for ext, data in files.items()]
 
 
 def _maybe_png(render) -> Optional[bytes]:

@@ -35,6 +35,21 @@ def write_atomic(path: str, write: Callable[[str], None]) -> str:
     return os.fspath(path)
 
 
+def write_bytes_atomic(path: str, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically; returns ``path``."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    return write_atomic(path, write)
+
+
+def write_text_atomic(path: str, text: str) -> str:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
 def write_json_atomic(path: str, payload, **json_kwargs) -> str:
     """Write ``payload`` as JSON (default: indent 2) atomically."""
     json_kwargs.setdefault("indent", 2)
