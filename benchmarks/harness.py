@@ -20,6 +20,7 @@ import inspect
 import io
 import math
 import os
+import random
 import time
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext, redirect_stdout
@@ -201,7 +202,6 @@ def class_names(n: int) -> List[str]:
     lengths = sorted(k for k, count in IMAGENET_NAME_TOKENS.items() for _ in range(count))
     picks = [lengths[round(i * (len(lengths) - 1) / max(n - 1, 1))] for i in range(n)]
     order = list(range(n))
-    import random
     random.Random(0).shuffle(order)
     words = _one_token_words()
     names, next_word = [], 0

@@ -187,8 +187,9 @@ def render(runs: List[Dict[str, Any]]) -> str:
         meta = run["meta"]
         env = meta["environment"]
         device = env.get("gpu") or f"CPU ({env.get('cpu_count')} cores)"
+        smoke = " (smoke mode: timings mean nothing)" if meta["smoke"] else ""
         lines += [f"Measured {meta['finished_at']} on **{device}**, torch {env['torch']} (CUDA {env['cuda']}), "
-                  f"cuDNN {env['cudnn']}, Python {env['python']}{' (smoke mode: timings mean nothing)' if meta['smoke'] else ''}.",
+                  f"cuDNN {env['cudnn']}, Python {env['python']}{smoke}.",
                   f"Command: `{meta['command']}`", ""]
         if meta.get("complete") is False:
             lines += [f"**Incomplete run**: it stopped after {len(run['results'])} cases (killed or interrupted); "

@@ -56,10 +56,11 @@ class ExpertPromptLearner(nn.Module):
 
     ``prefixed(e, token_embedding)`` gives expert e's prompts as the part all classes share (SOS + the context
     before the class name) and the rest, for ``TextEncoder.encode_prefixed``; ``forward(experts, token_embedding)``
-    assembles whole prompts [n, C, L, D] from it and ``tokens(experts)`` gives their ids [n, C, L]. ``L`` is cut to
-    the longest prompt, so the text encoder never sees the padding. The frozen parts are embedded on the fly with CLIP's own (frozen)
-    ``token_embedding`` (passed in, so it is not part of this module's state): storing E x C x 77 x D embeddings
-    would take gigabytes for ImageNet's 20 experts x 1000 classes.
+    assembles whole prompts [n, C, L, D] from it and ``tokens(experts)`` gives their ids [n, C, L]; ``encode`` runs
+    them through a ``TextEncoder``. ``L`` is cut to the longest prompt, so the text encoder never sees the padding.
+    The frozen parts are embedded on the fly with CLIP's own (frozen) ``token_embedding`` (passed in, so it is not
+    part of this module's state): storing E x C x 77 x D embeddings would take gigabytes for ImageNet's 20 experts
+    x 1000 classes.
 
     Token ids and context slots depend on the class names and are non-persistent buffers: a checkpoint holds only
     the contexts, so evaluation on new class names rebuilds them.

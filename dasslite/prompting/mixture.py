@@ -8,8 +8,9 @@ computed: per-expert logits [B, n, C], gathered at the selected experts, weighte
 
 Training encodes only the experts some image of the batch selected; unselected experts get no gradient from any
 loss in that step (``encode_all_experts`` encodes every expert every step, as the authors' code does at batch
-size >= 4, so the text loss regularises all of them; the CE still uses each image's top-k only). Evaluation encodes every expert once (``cached_class_features``): expert features do not depend
-on the image, so a test batch costs the image encoder plus a [B, E, C] product.
+size >= 4, so the text loss regularises all of them; the CE still uses each image's top-k only). Evaluation
+encodes every expert once (``cached_class_features``): expert features do not depend on the image, so a test
+batch costs the image encoder plus a [B, E, C] product.
 """
 from __future__ import annotations
 
