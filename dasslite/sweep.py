@@ -951,4 +951,6 @@ def main(argv: Optional[Sequence[str]] = None, demo_world=None, runner=None, env
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dasslite import sweep as _sweep  # one module object, so errors raised in dasslite.sweep_multi are caught
+
+    sys.exit(_sweep.main())

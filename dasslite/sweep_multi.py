@@ -24,7 +24,8 @@ Pool order (longest first)
     orders the queue; nothing else depends on it.
 
 Progress
-    After every start and finish a line ``progress: D/N done (S skipped), R running, Q queued; ~T left`` is printed;
+    Before the plan, after every job start and at the end a line ``progress: D/N done (S skipped), R running, Q queued;
+    ~T left`` is printed;
     ``T`` = the remaining jobs' cost × (seconds per cost unit of the runs finished in this sweep) / number of
     workers. Before the first run finishes the time left is unknown.
 
@@ -234,8 +235,7 @@ class Progress:
 
     def finish(self, job: Job, rc) -> None:
         begun = self.started.get(job.key, self.clock())
-        self.finished[job.key] = (self.clock() - begun, rc == 0 and self._complete(job))
-        self.report()
+        self.finished[job.key] = (self.clock() - begun, rc == 0 and self._complete(job))  # shown at the next start
 
     def counts(self) -> dict:
         running = [k for k in self.started if k not in self.finished]
@@ -401,7 +401,10 @@ def run_multi(args, environ=None, demo_world=None, runner=None, out=None, cwd=No
     progress = Progress(jobs, costs, workers=workers, out=out)
     progress.report()
     progress.attach(runner)
-    runner.run(jobs)
+    try:
+        runner.run(jobs)
+    finally:
+        progress.report()
     print("", file=out)
     paper = results_mod.load_paper() if getattr(args, "paper", False) else None
     print(format_table(specs, ci95=args.ci95, paper=paper), file=out)
