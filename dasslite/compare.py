@@ -40,9 +40,10 @@ Adding a protocol (e.g. open-set recognition)
     ``name``, ``metrics`` (:class:`Metric`: key, label, ``higher_is_better``: FPR95 is lower-is-better),
     ``primary`` (a metric key), ``collect(root, opts) -> List[Section]`` (each Section: a title, the row
     datasets, and one :class:`MethodResult` per method with ``cells[dataset][metric] = Stat(mean, spread, n, reason)``
-    and optional ``paper[dataset][metric]``), ``averaged_rows(rows)`` (which rows the Average covers) and
-    ``average(method, datasets) -> {metric: value}``. :class:`SimpleAdapter` gives the last two as "every row" and
-    "mean of the dataset means". An OSR adapter maps each (trainer, cfg) table of ``dasslite.results osr`` to a
+    and optional ``paper[dataset][metric]`` / ``paper_name``), ``averaged_rows(rows)`` (which rows the Average
+    covers), ``average(method, datasets) -> {metric: value}`` and ``paper_average(method, datasets) -> ({metric:
+    value}, mark)``. :class:`SimpleAdapter` gives the last three as "every row", "mean of the dataset means" and "mean
+    of the paper's rows, marked †". An OSR adapter maps each (trainer, cfg) table of ``dasslite.results osr`` to a
     MethodResult with metrics ACC / AUROC / OSCR (higher) and FPR95 (lower); everything else here stays as is.
 """
 from __future__ import annotations
@@ -138,8 +139,9 @@ class SimpleAdapter:
         rows = [method.paper[d] for d in datasets if d in method.paper]
         if not rows or len(rows) < len(datasets):
             return {}, ""
-        return {m.key: float(np.mean([r[m.key] for r in rows])) for m in self.metrics if all(m.key in r for r in rows)}, \
-            SUBSET_MARK
+        values = {m.key: float(np.mean([r[m.key] for r in rows])) for m in self.metrics
+                  if all(m.key in r for r in rows)}
+        return values, SUBSET_MARK
 
 
 def _reason(cell: R.Cell) -> Optional[str]:
@@ -301,7 +303,8 @@ def adapter_for(protocol: str):
         return EXTRA_ADAPTERS[protocol]()
     adapters = ADAPTERS()
     if protocol not in adapters:
-        raise ValueError(f"no comparison for protocol {protocol!r}; known: {', '.join(list(adapters) + list(EXTRA_ADAPTERS))}")
+        known = ", ".join(list(adapters) + list(EXTRA_ADAPTERS))
+        raise ValueError(f"no comparison for protocol {protocol!r}; known: {known}")
     return adapters[protocol]
 
 
@@ -402,7 +405,8 @@ def build(adapter, section: Section, trainers: Optional[Sequence[str]] = None, b
     if baseline:
         found = _pick(methods, baseline)
         if len(found) != 1:
-            why = "no such method" if not found else f"it names {len(found)} methods ({', '.join(m.label for m in found)})"
+            names = ", ".join(m.label for m in found)
+            why = f"it names {len(found)} methods ({names})" if found else "no such method"
             raise CompareError(f"--baseline {baseline}: {why} in {section.title!r}; choose one of: "
                                f"{', '.join(m.label for m in methods)}")
         base = found[0]

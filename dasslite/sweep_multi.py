@@ -375,9 +375,10 @@ def describe(specs: Sequence[SweepSpec], n_jobs: int) -> str:
     recipes = {s.cfg for s in specs}
     cfg = first.cfg if len(recipes) == 1 else "per-dataset recipes"
     shots = " ".join(map(str, first.shots))
-    return (f"{first.protocol}: {first.trainer} / {cfg} on {len(specs)} datasets ({', '.join(s.dataset for s in specs)})"
-            f", shots {shots}, seeds {' '.join(map(str, first.seeds))}: {n_jobs} runs in one plan; "
-            f"output: {first.results_root}")
+    names = ", ".join(s.dataset for s in specs)
+    seeds = " ".join(map(str, first.seeds))
+    return (f"{first.protocol}: {first.trainer} / {cfg} on {len(specs)} datasets ({names}), shots {shots}, "
+            f"seeds {seeds}: {n_jobs} runs in one plan; output: {first.results_root}")
 
 
 def run_multi(args, environ=None, demo_world=None, runner=None, out=None, cwd=None) -> int:

@@ -2,7 +2,6 @@
 the Δ column, every format (the LaTeX compiled where a TeX is installed), the plot, and the sweep's hook."""
 import csv
 import io
-import os
 import shutil
 import subprocess
 

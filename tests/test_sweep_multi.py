@@ -23,7 +23,7 @@ EPOCHS = {"vit_b16_c4_ep10_batch1_cls_t2t_5_wcl_25_g1_b_imagenet": 10,
 
 
 @pytest.fixture
-def fake(fake_repo):  # noqa: F811
+def fake(fake_repo):  # noqa: F811 (the imported fixture)
     for cfg, epochs in EPOCHS.items():  # the recipes' MAX_EPOCH, which orders the pool
         (fake_repo.repo / "configs" / "trainers" / "MoCoOp" / f"{cfg}.yaml").write_text(
             f"OPTIM:\n  MAX_EPOCH: {epochs}\n")
