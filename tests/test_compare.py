@@ -2,6 +2,7 @@
 the Δ column, every format (the LaTeX compiled where a TeX is installed), the plot, and the sweep's hook."""
 import csv
 import io
+import os
 import shutil
 import subprocess
 
@@ -9,7 +10,9 @@ import pytest
 
 from dasslite import compare as C
 from dasslite import results as R
+from dasslite import sweep as S
 from tests.test_results import b2n_dir, fs_dir, make_transfer_tree, record, write_run
+from tests.test_sweep import fake_repo  # noqa: F401 (fixture)
 
 H = R.harmonic_mean
 
@@ -193,3 +196,17 @@ def test_sweep_prints_the_comparison_when_several_methods_ran(tmp_path, capsys):
     text = out.getvalue()
     assert "side by side (python -m dasslite.results compare base2new" in text and "89.00 *" in text
     assert not C.print_if_several("base2new", str(tmp_path / "base2new"), io.StringIO(), shots=[4])  # none at 4
+
+
+def test_a_sweep_prints_the_comparison_once_a_second_method_has_runs(fake_repo, capsys):  # noqa: F811
+    env = {**os.environ, "DATA": str(fake_repo.data)}
+    env.pop("GPUS", None)
+    argv = ["base2new", "--repo-root", str(fake_repo.repo), "--output", str(fake_repo.out), "--dataset", "eurosat",
+            "--seeds", "1"]
+    assert S.main(argv + ["--trainer", "CoOp"], environ=env) == 0
+    assert "side by side" not in capsys.readouterr().out  # one method so far
+    assert S.main(argv + ["--trainer", "ZeroshotCLIP"], environ=env) == 0
+    out = capsys.readouterr().out
+    assert f"Methods under {fake_repo.out / 'base2new'}, side by side" in out
+    # the fake train.py gives every trainer Base 81 / New 61 on seed 1: a tie, both marked
+    assert out.count("81.00 *") == 2 and "Recipes: CoOp: vit_b16_ctxv1; ZeroshotCLIP: vit_b16" in out
