@@ -7,6 +7,8 @@
     COMMON: [--seeds 1 2 3] [--cfg C] [--config-file F] [--data DATA] [--output output] [--load-epoch E]
             [--gpus 0,1] [--dry-run] [--zero-shot] [--ci95]   (fewshot has no --load-epoch: it evaluates nothing
             after training)
+    D may be ``all`` (the eleven datasets) or a list ``a,b`` for base2new and fewshot: every dataset's runs in one
+    plan and one pool, longest first, with a progress line and one table (``dasslite.sweep_multi``).
 
 Every protocol loops over the seeds; ``<T>`` is the trainer, ``<cfg>`` the recipe, ``<K>`` the shots:
 

@@ -127,9 +127,14 @@ def test_two_datasets_through_one_pool_then_a_rerun_skips_everything(fake, capsy
 
 
 def test_table_lists_datasets_not_run_yet_as_missing(fake, capsys):
-    assert run_main(fake, "fewshot", ["--trainer", "MoCoOp", "--dataset", "dtd", "--shots", "2", "--seeds",
-                                      "1"]) == 0
-    capsys.readouterr()
+    # the sequential runner (no GPUS): progress at each start and at the end
+    assert run_main(fake, "fewshot", ["--trainer", "MoCoOp", "--dataset", "dtd,oxford_pets", "--shots", "2",
+                                      "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert [c.split()[0] for c in calls(fake)] == ["train", "train"]
+    assert "progress: 0/2 done (0 skipped), 1 running, 1 queued; time left: estimated once a run finishes" in out
+    assert "progress: 1/2 done (0 skipped), 1 running, 0 queued; ~" in out
+    assert "progress: 2/2 done (0 skipped), 0 running, 0 queued; ~0s left (from 2 finished runs)" in out
     specs = specs_for(fake, "fewshot", ["--trainer", "MoCoOp", "--dataset", "eurosat,dtd", "--shots", "2",
                                         "--seeds", "1"])
     text = M.format_table(specs)
