@@ -74,11 +74,11 @@ def split_names(text: str) -> List[str]:
 
 
 def is_multi(args) -> bool:
-    """Whether a parsed sweep command names several datasets (``all`` or a list)."""
+    """Whether a parsed sweep command names ``all`` or a list (even of one name: ``"eurosat,"``)."""
     if getattr(args, "protocol", None) not in MULTI_PROTOCOLS:
         return False
-    text = str(getattr(args, "dataset", "") or "")
-    return text.strip() == ALL or len(split_names(text)) > 1
+    text = str(getattr(args, "dataset", "") or "").strip()
+    return text == ALL or re.search(r"[,\s]", text) is not None
 
 
 def check_datasets(repo_root: str, names: Sequence[str]) -> None:

@@ -52,6 +52,7 @@ def test_dataset_names_all_and_lists():
     multi = S.parse_args(["base2new", "--dataset", "eurosat,dtd"])
     assert M.is_multi(multi) and M.is_multi(S.parse_args(["fewshot", "--dataset", "all"]))
     assert not M.is_multi(S.parse_args(["base2new", "--dataset", "eurosat"]))
+    assert M.is_multi(S.parse_args(["base2new", "--dataset", "eurosat,"]))  # a list of one, not "eurosat,.yaml"
     assert not M.is_multi(S.parse_args(["xd", "--targets", "dtd", "eurosat"]))  # xd/dg keep their targets
 
 
