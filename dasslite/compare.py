@@ -702,6 +702,8 @@ def print_if_several(protocol: str, root: str, out=None, shots=None, datasets=No
     Problems reading other methods' runs never fail the finished sweep: they are reported in one line.
     """
     out = out if out is not None else sys.stdout
+    if protocol not in EXTRA_ADAPTERS and protocol not in ADAPTERS():
+        return False  # a protocol without a comparison adapter (yet): its own table is all there is
     kwargs = dict(seeds=seeds, ci95=ci95, paper=paper)
     shots = list(shots or [])
     if protocol in ("xd", "dg") and datasets:

@@ -196,6 +196,8 @@ def test_sweep_prints_the_comparison_when_several_methods_ran(tmp_path, capsys):
     text = out.getvalue()
     assert "side by side (python -m dasslite.results compare base2new" in text and "89.00 *" in text
     assert not C.print_if_several("base2new", str(tmp_path / "base2new"), io.StringIO(), shots=[4])  # none at 4
+    silent = io.StringIO()
+    assert not C.print_if_several("osr", str(tmp_path), silent) and silent.getvalue() == ""  # no adapter (yet)
 
 
 def test_a_sweep_prints_the_comparison_once_a_second_method_has_runs(fake_repo, capsys):  # noqa: F811
