@@ -72,6 +72,8 @@ CLI
                                          [--seeds S ...] [--plot FILE.png] [TABLE OPTIONS]
     python -m dasslite.results xd|dg [ROOT] [--source D] [--targets D ...] [--trainer T] [--cfg C] [--shots K]
                                        [--seeds S ...] [--paper] [TABLE OPTIONS]
+    python -m dasslite.results compare base2new|fewshot|xd|dg [ROOT] [--trainers T ...] [--baseline T] [--paper]
+                                         [--format terminal|markdown|csv|latex] [--plot FILE.png]  (dasslite.compare)
     TABLE OPTIONS: [--ci95] [--format github|plain|...] [--csv F] [--markdown F] [--keyword K] [--log-only]
     (``python -m dasslite.results DIR`` is ``summarize DIR``; ``parse_test_res.py`` at the repository root is the
     same ``summarize`` under CoOp's name.)
@@ -1403,6 +1405,10 @@ def _table_command(args) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "compare":  # methods side by side, paper-ready (dasslite.compare)
+        from dasslite import compare
+
+        return compare.main(argv[1:])
     if argv and argv[0] not in ("summarize", *TABLE_COMMANDS, "-h", "--help"):
         argv = ["summarize"] + argv  # `python -m dasslite.results DIR ...` == parse_test_res.py DIR ...
     parser = build_parser()

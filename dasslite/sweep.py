@@ -7,6 +7,8 @@
     COMMON: [--seeds 1 2 3] [--cfg C] [--config-file F] [--data DATA] [--output output] [--load-epoch E]
             [--gpus 0,1] [--dry-run] [--zero-shot] [--ci95]   (fewshot has no --load-epoch: it evaluates nothing
             after training)
+    D may be ``all`` (the eleven datasets) or a list ``a,b`` for base2new and fewshot: every dataset's runs in one
+    plan and one pool, longest first, with a progress line and one table (``dasslite.sweep_multi``).
 
 Every protocol loops over the seeds; ``<T>`` is the trainer, ``<cfg>`` the recipe, ``<K>`` the shots:
 
@@ -817,6 +819,7 @@ def _add_common_args(p: argparse.ArgumentParser, evaluates: bool = True) -> None
     p.add_argument("--gpus", default=None, help="GPU ids, e.g. 0,1,2,3: one job per GPU (default: $GPUS)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
     p.add_argument("--ci95", action="store_true", help="the final table shows 95%% CIs instead of std")
+    p.add_argument("--paper", action="store_true", help="the final table puts the published numbers beside ours")
     p.add_argument("--repo-root", default=None, help=argparse.SUPPRESS)
     p.add_argument("--train-py", default=None, help="train.py to run (default: the repository's)")
     p.add_argument("--python", default=None, help=argparse.SUPPRESS)
@@ -829,12 +832,14 @@ def build_parser() -> argparse.ArgumentParser:
     tail = "Everything after a lone '--' is passed to every train.py run as KEY VALUE opts."
     b = sub.add_parser("base2new", help="train on base classes, evaluate on new classes, print Base/New/H",
                        description=tail)
-    b.add_argument("--dataset", required=True, help="dataset config name in configs/datasets/ (or 'demo')")
+    b.add_argument("--dataset", required=True, help="dataset config name in configs/datasets/ (or 'demo'), "
+                                                  "'all' (the 11 datasets) or a list 'a,b' (dasslite.sweep_multi)")
     b.add_argument("--shots", type=int, default=16, help="shots per base class (default: %(default)s)")
     _add_common_args(b)
     f = sub.add_parser("fewshot", help="train on all classes with 1/2/4/8/16 shots, print the few-shot curve",
                        description=tail)
-    f.add_argument("--dataset", required=True, help="dataset config name in configs/datasets/ (or 'demo')")
+    f.add_argument("--dataset", required=True, help="dataset config name in configs/datasets/ (or 'demo'), "
+                                                  "'all' (the 11 datasets) or a list 'a,b' (dasslite.sweep_multi)")
     f.add_argument("--shots", nargs="+", default=[str(k) for k in FEWSHOT_SHOTS],
                    help="shots per class (default: %(default)s; '1,2' works too)")
     _add_common_args(f, evaluates=False)
@@ -891,20 +896,22 @@ def describe_spec(spec: SweepSpec) -> str:
             f"{' '.join(spec.targets)}, seeds {seeds} ({kind}); {where}")
 
 
-def collect_tables(spec: SweepSpec, ci95: bool = False) -> str:
-    """The protocol's results table over the spec's runs, as text."""
+def collect_tables(spec: SweepSpec, ci95: bool = False, paper: Optional[dict] = None) -> str:
+    """The protocol's results table over the spec's runs, as text (``paper``: published numbers beside them)."""
     common = dict(trainer=spec.trainer, cfg=spec.cfg, seeds=spec.seeds, ci95=ci95)
     if spec.protocol == "base2new":
         return results_mod.format_base2new(results_mod.collect_base2new(
-            spec.results_root, datasets=[spec.dataset], shots=spec.shots[0], **common))
+            spec.results_root, datasets=[spec.dataset], shots=spec.shots[0], **common), paper=paper)
     if spec.protocol == "fewshot":
         return results_mod.format_grids(results_mod.collect_fewshot(
             spec.results_root, datasets=[spec.dataset], shots=spec.shots, **common))
     return results_mod.format_grids(results_mod.collect_transfer(
-        spec.results_root, spec.protocol, source=spec.dataset, targets=spec.targets, shots=spec.shots[0], **common))
+        spec.results_root, spec.protocol, source=spec.dataset, targets=spec.targets, shots=spec.shots[0], paper=paper,
+        **common))
 
 
-def run_sweep(spec: SweepSpec, runner=None, dry_run: bool = False, ci95: bool = False, out=None) -> int:
+def run_sweep(spec: SweepSpec, runner=None, dry_run: bool = False, ci95: bool = False, out=None,
+              paper: Optional[dict] = None) -> int:
     out = out if out is not None else sys.stdout
     jobs = plan(spec)
     print(describe_spec(spec), file=out)
@@ -914,7 +921,11 @@ def run_sweep(spec: SweepSpec, runner=None, dry_run: bool = False, ci95: bool = 
     runner = runner if runner is not None else make_runner([], out=out)
     runner.run(jobs)
     print("", file=out)
-    print(collect_tables(spec, ci95), file=out)
+    print(collect_tables(spec, ci95, paper), file=out)
+    from dasslite import compare  # several methods under this output root: their comparison too
+
+    compare.print_if_several(spec.protocol, spec.results_root, out, shots=spec.shots,
+                             datasets=[spec.dataset] + list(spec.targets), seeds=spec.seeds, ci95=ci95, paper=paper)
     return 0
 
 
@@ -922,10 +933,14 @@ def main(argv: Optional[Sequence[str]] = None, demo_world=None, runner=None, env
     environ = os.environ if environ is None else environ
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
+        from dasslite import sweep_multi  # --dataset all / a list: one plan, one pool
+        if sweep_multi.is_multi(args):
+            return sweep_multi.run_multi(args, environ=environ, demo_world=demo_world, runner=runner)
         spec = resolve_spec(args, environ=environ, demo_world=demo_world)
         if runner is None and not args.dry_run:
             runner = make_runner(parse_gpus(args.gpus if args.gpus is not None else environ.get("GPUS")), env=environ)
-        return run_sweep(spec, runner=runner, dry_run=args.dry_run, ci95=args.ci95)
+        paper = results_mod.load_paper() if args.paper else None
+        return run_sweep(spec, runner=runner, dry_run=args.dry_run, ci95=args.ci95, paper=paper)
     except SweepUsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -938,4 +953,6 @@ def main(argv: Optional[Sequence[str]] = None, demo_world=None, runner=None, env
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dasslite import sweep as _sweep  # one module object, so errors raised in dasslite.sweep_multi are caught
+
+    sys.exit(_sweep.main())

@@ -5,6 +5,7 @@
 #
 # Usage: bash scripts/kgcoop/base2new.sh DATASET SHOTS [SEEDS] [SWEEP OPTIONS] [-- KEY VALUE ...]
 #   DATASET  a name in configs/datasets/ (eurosat, oxford_pets, ...) or demo (offline demo world, no data needed)
+#            or all (the 11 datasets of the papers' tables) or a list (eurosat,dtd or "eurosat dtd"): one plan, one pool
 #   SHOTS    shots per base class (the paper uses 16)
 #   SEEDS    default "1 2 3" (also "1,2")
 #   SWEEP OPTIONS are passed on to `python -m dasslite.sweep base2new`, e.g. --dry-run, --ci95

@@ -4,6 +4,7 @@
 #
 # Usage: bash scripts/zsclip/base2new.sh DATASET [SEEDS] [SWEEP OPTIONS] [-- KEY VALUE ...]
 #   DATASET  a name in configs/datasets/ (eurosat, oxford_pets, ...) or demo (offline demo world, no data needed)
+#            or all (the 11 datasets of the papers' tables) or a list (eurosat,dtd or "eurosat dtd"): one plan, one pool
 #   SEEDS    default "1 2 3" (zero-shot CLIP is deterministic; the seeds keep the layout of the trained methods)
 #   SWEEP OPTIONS are passed on to `python -m dasslite.sweep base2new`, e.g. --dry-run
 # Environment:
@@ -15,7 +16,7 @@
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/common.sh"
 
 if [ $# -lt 1 ]; then
-  sed -n '5,8p' "$REPO_ROOT/scripts/zsclip/base2new.sh" | sed 's/^# \{0,1\}//' >&2
+  sed -n '5,9p' "$REPO_ROOT/scripts/zsclip/base2new.sh" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 DATASET=$1
