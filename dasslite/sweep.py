@@ -77,6 +77,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 from dasslite import results as results_mod
+from dasslite import sweep_slurm
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ZERO_SHOT_TRAINERS = results_mod.ZERO_SHOT_TRAINERS  # ("ZeroshotCLIP", "ZeroshotCLIP2")
@@ -820,6 +821,7 @@ def _add_common_args(p: argparse.ArgumentParser, evaluates: bool = True) -> None
     p.add_argument("--repo-root", default=None, help=argparse.SUPPRESS)
     p.add_argument("--train-py", default=None, help="train.py to run (default: the repository's)")
     p.add_argument("--python", default=None, help=argparse.SUPPRESS)
+    sweep_slurm.add_slurm_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -904,16 +906,46 @@ def collect_tables(spec: SweepSpec, ci95: bool = False) -> str:
         spec.results_root, spec.protocol, source=spec.dataset, targets=spec.targets, shots=spec.shots[0], **common))
 
 
+def launcher_of(args, environ: Dict[str, str]) -> str:
+    """``--launcher`` / ``$LAUNCHER``: local or slurm (SweepUsageError otherwise)."""
+    try:
+        return sweep_slurm.launcher_from(args, environ)
+    except ValueError as exc:
+        raise SweepUsageError(str(exc)) from None
+
+
+def slurm_runner(args, spec: SweepSpec, environ: Dict[str, str]) -> "sweep_slurm.SlurmRunner":
+    """The SLURM launcher for this sweep (options from the flags and SWEEP_* variables, see dasslite.sweep_slurm)."""
+    if args.gpus:
+        raise SweepUsageError("--gpus picks local GPUs for the pool; with --launcher slurm ask SLURM for them "
+                              "with --gpus-per-task N (SWEEP_GPUS_PER_TASK)")
+    try:
+        options = sweep_slurm.options_from(args, environ)
+    except ValueError as exc:
+        raise SweepUsageError(str(exc)) from None
+    options.job_name = f"{spec.protocol}-{spec.trainer}-{spec.dataset}"
+    return sweep_slurm.SlurmRunner(options, sweep_slurm.SlurmClient(env=environ), python=spec.python,
+                                   state_root=osp.abspath(spec.results_root))
+
+
 def run_sweep(spec: SweepSpec, runner=None, dry_run: bool = False, ci95: bool = False, out=None) -> int:
     out = out if out is not None else sys.stdout
     jobs = plan(spec)
     print(describe_spec(spec), file=out)
     if dry_run:
         print_plan(jobs, out)
+        if hasattr(runner, "render"):  # a scheduler's job scripts, submitted by a real run
+            print(runner.render(jobs), file=out)
         return 0
     runner = runner if runner is not None else make_runner([], out=out)
     runner.run(jobs)
     print("", file=out)
+    if getattr(runner, "in_flight", None):  # submitted to a scheduler and not waited for: what is done so far
+        try:
+            print(collect_tables(spec, ci95), file=out)
+        except results_mod.NoResultsError:
+            print("No finished runs yet: run the same command again once the SLURM tasks end.", file=out)
+        return 0
     print(collect_tables(spec, ci95), file=out)
     return 0
 
@@ -923,13 +955,15 @@ def main(argv: Optional[Sequence[str]] = None, demo_world=None, runner=None, env
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         spec = resolve_spec(args, environ=environ, demo_world=demo_world)
-        if runner is None and not args.dry_run:
+        if runner is None and launcher_of(args, environ) == "slurm":
+            runner = slurm_runner(args, spec, environ)
+        elif runner is None and not args.dry_run:
             runner = make_runner(parse_gpus(args.gpus if args.gpus is not None else environ.get("GPUS")), env=environ)
         return run_sweep(spec, runner=runner, dry_run=args.dry_run, ci95=args.ci95)
     except SweepUsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (SweepError, results_mod.NoResultsError) as exc:
+    except (SweepError, results_mod.NoResultsError, sweep_slurm.SlurmError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
