@@ -20,7 +20,9 @@ fewshot (CoOp's few-shot curves), for each K in ``--shots`` (default 1 2 4 8 16)
   training is the result.
 xd (cross-dataset) and dg (domain generalisation), for each seed S:
   1. train once on the source (``--source``, default imagenet; 16 shots, all classes) into
-     ``<output>/<xd|dg>/train/<source>/shots_<K>/<T>/<cfg>/seed<S>``; its own test is the "source" column;
+     ``<output>/transfer/train/<source>/shots_<K>/<T>/<cfg>/seed<S>``, shared by xd and dg (whichever runs second
+     finds it done; a run in the older ``<output>/<xd|dg>/train/...`` folder is used where it exists); its own test
+     is the "source" column;
   2. ``--eval-only --model-dir <that folder>`` on each target into ``<output>/<xd|dg>/test/<target>/shots_<K>/...``,
      each after its training. Targets (``--targets``): xd the other ten of the eleven datasets, dg imagenetv2
      imagenet_sketch imagenet_a imagenet_r. ``<cfg>`` is the source's recipe. Trainers listed in
@@ -264,6 +266,16 @@ class SweepSpec:
                   self.cfg, f"seed{seed}"]
         return osp.join(*parts)
 
+    def source_dir(self, seed: int) -> str:
+        """xd/dg's source run: ``<output>/transfer/train/<source>/shots_<K>/<T>/<cfg>/seed<S>``, one folder both
+        protocols train into and evaluate from; an existing run of the older per-protocol layout
+        (``<output>/<xd|dg>/train/...``) is used where it is."""
+        legacy = self.run_dir(seed, "train")
+        if osp.isdir(legacy):
+            return legacy
+        return osp.join(self.output, results_mod.TRANSFER_FOLDER, "train", self.dataset, f"shots_{self.shots[0]}",
+                        self.trainer, self.cfg, f"seed{seed}")
+
 
 def _make_job(spec: SweepSpec, key: str, phase: str, seed: int, dataset: str, shots: int, subsample: str,
               output_dir: str, model_dir: Optional[str] = None, depends_on: Sequence[str] = (),
@@ -324,11 +336,11 @@ def source_bound_opts(spec: SweepSpec, target: str) -> List[str]:
 
 
 def plan_transfer(spec: SweepSpec) -> List[Job]:
-    """xd / dg, seed by seed: train on the source, then evaluate that model on every target."""
+    """xd / dg, seed by seed: train on the source (once for both protocols), then evaluate it on every target."""
     jobs = []
     shots = spec.shots[0]
     for seed in spec.seeds:
-        train_dir = spec.run_dir(seed, "train")
+        train_dir = spec.source_dir(seed)
         train = _make_job(spec, f"train/seed{seed}", "train", seed, spec.dataset, shots, "all", train_dir)
         jobs.append(train)
         model = None if spec.zero_shot else train_dir
