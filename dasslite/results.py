@@ -1036,24 +1036,45 @@ def _paper_transfer_row(paper: dict, protocol: str, trainer: str, source: str, c
     return GridRow(f"{method} (paper)", trainer=trainer, cfg="paper", published=shown), None
 
 
+TRANSFER_FOLDER = "transfer"  # <output>/transfer/train/<source>/...: the source runs xd and dg share
+
+
+def transfer_train_roots(protocol_root: str) -> List[str]:
+    """Where xd/dg source runs live: ``<output>/<xd|dg>/train`` (the layout before the shared folder, still read and
+    preferred where a run is there) and ``<output>/transfer/train`` (one source run serves both protocols)."""
+    return [osp.join(protocol_root, "train"),
+            osp.join(osp.dirname(osp.abspath(protocol_root)), TRANSFER_FOLDER, "train")]
+
+
 def collect_transfer(root: str, protocol: str, source: Optional[str] = None, targets: Optional[Iterable[str]] = None,
                      trainer: Optional[str] = None, cfg: Optional[str] = None, shots=None,
                      seeds: Optional[Iterable[int]] = None, keyword: str = "accuracy", ci95: bool = False,
                      log_only: bool = False, paper: Optional[dict] = None) -> List[GridTable]:
-    """Walk ``ROOT/train/<source>/...`` and ``ROOT/test/<target>/...`` (ROOT = output/xd or output/dg) into one table
-    per (source, shots): a row per (trainer, cfg) trained on that source, a column for the source and each target.
+    """Walk the source runs (``output/transfer/train/<source>/...``, or ``ROOT/train/...`` in the older layout) and
+    ``ROOT/test/<target>/...`` (ROOT = output/xd or output/dg) into one table per (source, shots): a row per
+    (trainer, cfg) trained on that source, a column for the source and each target.
 
     A target run counts only if its results.json (when there is one) loaded a model trained on that source (or
     none: zero-shot). ``paper`` adds the published row of each trainer (``paper_results.json``).
     """
     proot = _resolve_protocol_root(root, protocol, ("train", "test"))
-    train_root, test_root = osp.join(proot, "train"), osp.join(proot, "test")
+    test_root = osp.join(proot, "test")
     want_shots = {_shots_label(shots)} if shots is not None else None
     want_seeds = [int(s) for s in seeds] if seeds is not None else None
     groups: Dict[tuple, List[tuple]] = {}  # (source, shots) -> [(T, cfg)]
-    for src, shots_name, t_name, cfg_name, _ in _iter_cfg_dirs(train_root, {source} if source else None,
-                                                                want_shots, trainer, cfg):
-        groups.setdefault((src, shots_name), []).append((t_name, cfg_name))
+    train_roots: Dict[tuple, str] = {}  # (source, shots, T, cfg) -> the train folder holding it
+    evaluated = {(t_name, cfg_name) for _, _, t_name, cfg_name, _ in _iter_cfg_dirs(test_root, None, want_shots,
+                                                                                     trainer, cfg)}
+    for train_root in transfer_train_roots(proot):
+        shared = not train_root.startswith(proot + os.sep)
+        for src, shots_name, t_name, cfg_name, _ in _iter_cfg_dirs(train_root, {source} if source else None,
+                                                                    want_shots, trainer, cfg):
+            if (src, shots_name, t_name, cfg_name) in train_roots:
+                continue  # the protocol's own (older layout) folder wins over the shared one
+            if shared and (t_name, cfg_name) not in evaluated and not (trainer and cfg):
+                continue  # a source model only the other transfer protocol has evaluated so far
+            train_roots[(src, shots_name, t_name, cfg_name)] = train_root
+            groups.setdefault((src, shots_name), []).append((t_name, cfg_name))
     if source and trainer and cfg and want_shots and not groups:
         groups[(source, next(iter(want_shots)))] = [(trainer, cfg)]
     tables = []
@@ -1078,6 +1099,7 @@ def collect_transfer(root: str, protocol: str, source: Optional[str] = None, tar
         rows, notes = [], []
         for t_name, cfg_names in by_trainer.items():
             for cfg_name in cfg_names:
+                train_root = train_roots.get((src, shots_name, t_name, cfg_name), osp.join(proot, "train"))
                 cells = {src: _read_cell(osp.join(train_root, src, shots_name, t_name, cfg_name), want_seeds, expect,
                                          keyword, ci95, log_only, check=_trained_check(t_name, cfg_name, "train"))}
                 for target in cols:

@@ -22,7 +22,9 @@ fewshot (CoOp's few-shot curves), for each K in ``--shots`` (default 1 2 4 8 16)
   training is the result.
 xd (cross-dataset) and dg (domain generalisation), for each seed S:
   1. train once on the source (``--source``, default imagenet; 16 shots, all classes) into
-     ``<output>/<xd|dg>/train/<source>/shots_<K>/<T>/<cfg>/seed<S>``; its own test is the "source" column;
+     ``<output>/transfer/train/<source>/shots_<K>/<T>/<cfg>/seed<S>``, shared by xd and dg (whichever runs second
+     finds it done; a run in the older ``<output>/<xd|dg>/train/...`` folder is used where it exists); its own test
+     is the "source" column;
   2. ``--eval-only --model-dir <that folder>`` on each target into ``<output>/<xd|dg>/test/<target>/shots_<K>/...``,
      each after its training. Targets (``--targets``): xd the other ten of the eleven datasets, dg imagenetv2
      imagenet_sketch imagenet_a imagenet_r. ``<cfg>`` is the source's recipe. Trainers listed in
@@ -79,6 +81,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 from dasslite import results as results_mod
+from dasslite import sweep_slurm
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ZERO_SHOT_TRAINERS = results_mod.ZERO_SHOT_TRAINERS  # ("ZeroshotCLIP", "ZeroshotCLIP2")
@@ -265,6 +268,16 @@ class SweepSpec:
                   self.cfg, f"seed{seed}"]
         return osp.join(*parts)
 
+    def source_dir(self, seed: int) -> str:
+        """xd/dg's source run: ``<output>/transfer/train/<source>/shots_<K>/<T>/<cfg>/seed<S>``, one folder both
+        protocols train into and evaluate from; an existing run of the older per-protocol layout
+        (``<output>/<xd|dg>/train/...``) is used where it is."""
+        legacy = self.run_dir(seed, "train")
+        if osp.isdir(legacy):
+            return legacy
+        return osp.join(self.output, results_mod.TRANSFER_FOLDER, "train", self.dataset, f"shots_{self.shots[0]}",
+                        self.trainer, self.cfg, f"seed{seed}")
+
 
 def _make_job(spec: SweepSpec, key: str, phase: str, seed: int, dataset: str, shots: int, subsample: str,
               output_dir: str, model_dir: Optional[str] = None, depends_on: Sequence[str] = (),
@@ -325,11 +338,11 @@ def source_bound_opts(spec: SweepSpec, target: str) -> List[str]:
 
 
 def plan_transfer(spec: SweepSpec) -> List[Job]:
-    """xd / dg, seed by seed: train on the source, then evaluate that model on every target."""
+    """xd / dg, seed by seed: train on the source (once for both protocols), then evaluate it on every target."""
     jobs = []
     shots = spec.shots[0]
     for seed in spec.seeds:
-        train_dir = spec.run_dir(seed, "train")
+        train_dir = spec.source_dir(seed)
         train = _make_job(spec, f"train/seed{seed}", "train", seed, spec.dataset, shots, "all", train_dir)
         jobs.append(train)
         model = None if spec.zero_shot else train_dir
@@ -823,6 +836,7 @@ def _add_common_args(p: argparse.ArgumentParser, evaluates: bool = True) -> None
     p.add_argument("--repo-root", default=None, help=argparse.SUPPRESS)
     p.add_argument("--train-py", default=None, help="train.py to run (default: the repository's)")
     p.add_argument("--python", default=None, help=argparse.SUPPRESS)
+    sweep_slurm.add_slurm_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -910,6 +924,36 @@ def collect_tables(spec: SweepSpec, ci95: bool = False, paper: Optional[dict] = 
         **common))
 
 
+def launcher_of(args, environ: Dict[str, str]) -> str:
+    """``--launcher`` / ``$LAUNCHER``: local or slurm (SweepUsageError otherwise)."""
+    try:
+        return sweep_slurm.launcher_from(args, environ)
+    except ValueError as exc:
+        raise SweepUsageError(str(exc)) from None
+
+
+def slurm_runner(args, spec: SweepSpec, environ: Dict[str, str], name: Optional[str] = None):
+    """The SLURM launcher for this sweep (options from the flags and SWEEP_* variables, see dasslite.sweep_slurm)."""
+    if args.gpus:
+        raise SweepUsageError("--gpus picks local GPUs for the pool; with --launcher slurm ask SLURM for them "
+                              "with --gpus-per-task N (SWEEP_GPUS_PER_TASK)")
+    try:
+        options = sweep_slurm.options_from(args, environ)
+    except ValueError as exc:
+        raise SweepUsageError(str(exc)) from None
+    options.job_name = f"{spec.protocol}-{spec.trainer}-{name or spec.dataset}"
+    return sweep_slurm.SlurmRunner(options, sweep_slurm.SlurmClient(env=environ), python=spec.python,
+                                   state_root=osp.abspath(spec.results_root))
+
+
+def print_table_so_far(table: Callable[[], str], out) -> None:
+    """The table of what is done while a scheduler still holds runs (a sweep that did not wait for them)."""
+    try:
+        print(table(), file=out)
+    except results_mod.NoResultsError:
+        print("No finished runs yet: run the same command again once the SLURM tasks end.", file=out)
+
+
 def run_sweep(spec: SweepSpec, runner=None, dry_run: bool = False, ci95: bool = False, out=None,
               paper: Optional[dict] = None) -> int:
     out = out if out is not None else sys.stdout
@@ -917,10 +961,15 @@ def run_sweep(spec: SweepSpec, runner=None, dry_run: bool = False, ci95: bool = 
     print(describe_spec(spec), file=out)
     if dry_run:
         print_plan(jobs, out)
+        if hasattr(runner, "render"):  # a scheduler's job scripts, submitted by a real run
+            print(runner.render(jobs), file=out)
         return 0
     runner = runner if runner is not None else make_runner([], out=out)
     runner.run(jobs)
     print("", file=out)
+    if getattr(runner, "in_flight", None):  # submitted to a scheduler and not waited for: what is done so far
+        print_table_so_far(lambda: collect_tables(spec, ci95, paper), out)
+        return 0
     print(collect_tables(spec, ci95, paper), file=out)
     from dasslite import compare  # several methods under this output root: their comparison too
 
@@ -937,14 +986,16 @@ def main(argv: Optional[Sequence[str]] = None, demo_world=None, runner=None, env
         if sweep_multi.is_multi(args):
             return sweep_multi.run_multi(args, environ=environ, demo_world=demo_world, runner=runner)
         spec = resolve_spec(args, environ=environ, demo_world=demo_world)
-        if runner is None and not args.dry_run:
+        if runner is None and launcher_of(args, environ) == "slurm":
+            runner = slurm_runner(args, spec, environ)
+        elif runner is None and not args.dry_run:
             runner = make_runner(parse_gpus(args.gpus if args.gpus is not None else environ.get("GPUS")), env=environ)
         paper = results_mod.load_paper() if args.paper else None
         return run_sweep(spec, runner=runner, dry_run=args.dry_run, ci95=args.ci95, paper=paper)
     except SweepUsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (SweepError, results_mod.NoResultsError) as exc:
+    except (SweepError, results_mod.NoResultsError, sweep_slurm.SlurmError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

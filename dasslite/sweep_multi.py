@@ -392,8 +392,12 @@ def run_multi(args, environ=None, demo_world=None, runner=None, out=None, cwd=No
     print(describe(specs, len(jobs)), file=out)
     if len({s.cfg for s in specs}) > 1:
         print(results_mod._recipes_line((s.dataset, s.cfg) for s in specs), file=out)
+    if runner is None and sweep_mod.launcher_of(args, environ) == "slurm":
+        runner = sweep_mod.slurm_runner(args, specs[0], environ, name="+".join(s.dataset for s in specs))
     if args.dry_run:
         print_pool_plan(jobs, costs, out)
+        if hasattr(runner, "render"):  # the scheduler's job scripts
+            print(runner.render(jobs), file=out)
         return 0
     if runner is None:
         gpus = sweep_mod.parse_gpus(args.gpus if args.gpus is not None else environ.get("GPUS"))
@@ -408,6 +412,9 @@ def run_multi(args, environ=None, demo_world=None, runner=None, out=None, cwd=No
         progress.report()
     print("", file=out)
     paper = results_mod.load_paper() if getattr(args, "paper", False) else None
+    if getattr(runner, "in_flight", None):  # submitted to SLURM, not waited for
+        sweep_mod.print_table_so_far(lambda: format_table(specs, ci95=args.ci95, paper=paper), out)
+        return 0
     print(format_table(specs, ci95=args.ci95, paper=paper), file=out)
     from dasslite import compare
 

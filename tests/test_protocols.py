@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from dasslite import results as R
 from dasslite import sweep as S
 from tests.test_sweep import REPO, calls, fake_demo_world, fake_repo, write_record  # noqa: F401 (fixture)
 
@@ -113,7 +114,8 @@ def test_xd_plan_mocoop_source_bound_opts_only_on_evals(fake):
     jobs = S.plan(spec)
     assert len(jobs) == 2 * 11
     train, evals = jobs[0], jobs[1:11]
-    train_dir = os.path.join(str(fake.out), "xd", "train", "imagenet", "shots_16", "MoCoOp", MOCOOP_IMAGENET, "seed1")
+    train_dir = os.path.join(str(fake.out), "transfer", "train", "imagenet", "shots_16", "MoCoOp", MOCOOP_IMAGENET,
+                             "seed1")
     assert train.key == "train/seed1" and train.output_dir == train_dir and not train.eval_only
     assert train.argv[-4:] == ["DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "all"]
     assert "TRAINER.MOCOOP.TEMPLATE_GROUPS" not in train.argv  # the source trains with its own groups
@@ -121,7 +123,8 @@ def test_xd_plan_mocoop_source_bound_opts_only_on_evals(fake):
     assert train.expect["dataset"] == "ImageNet"
     for job, target in zip(evals, others):
         assert job.key == f"test/{target}/seed1" and job.depends_on == ["train/seed1"] and job.eval_only
-        assert job.output_dir == train_dir.replace(os.path.join("train", "imagenet"), os.path.join("test", target))
+        assert job.output_dir == train_dir.replace(os.path.join("transfer", "train", "imagenet"),
+                                                   os.path.join("xd", "test", target))
         assert opt(job.argv, "--model-dir") == train_dir and opt(job.argv, "--load-epoch") == "10"
         assert unix(opt(job.argv, "--dataset-config-file")).endswith(f"configs/datasets/{target}.yaml")
         assert unix(opt(job.argv, "--config-file")).endswith(f"MoCoOp/{MOCOOP_IMAGENET}.yaml")
@@ -148,7 +151,7 @@ def test_dg_plan_coop_and_zero_shot(fake):
     assert [j.key for j in jobs] == ["train/seed1", "test/imagenet_r/seed1"]
     for job in jobs:
         assert job.eval_only and "--eval-only" in job.argv and "--model-dir" not in job.argv and not job.depends_on
-    assert "/dg/train/imagenet/shots_16/ZeroshotCLIP/vit_b16/seed1" in unix(jobs[0].output_dir)
+    assert "/transfer/train/imagenet/shots_16/ZeroshotCLIP/vit_b16/seed1" in unix(jobs[0].output_dir)
 
 
 def test_transfer_usage_errors(fake):
@@ -236,8 +239,8 @@ def test_xd_gpu_pool_evaluations_wait_for_their_training(fake, capsys):
                                       "results.json")))
     assert rec["opts"]["TRAINER.MOCOOP.TEMPLATE_GROUPS"] == "ImageNet" and rec["gpu"] in {"5", "6", "7"}
     assert rec["dataset"] == "DescribableTextures"
-    train_rec = json.load(open(os.path.join(root, "train", "imagenet", "shots_16", "MoCoOp", MOCOOP_IMAGENET,
-                                            "seed1", "results.json")))
+    train_rec = json.load(open(os.path.join(str(fake.out), "transfer", "train", "imagenet", "shots_16", "MoCoOp",
+                                            MOCOOP_IMAGENET, "seed1", "results.json")))
     assert "TRAINER.MOCOOP.TEMPLATE_GROUPS" not in train_rec["opts"]
     # source 40 + 16 + seed = 57 / 58; caltech101 20 + 10 + seed = 31 / 32; dtd 20 + 3 + seed = 24 / 25
     line = next(l for l in out.splitlines() if l.startswith(f"| MoCoOp / {MOCOOP_IMAGENET}"))
@@ -320,3 +323,37 @@ def test_transfer_and_fewshot_epoch_recipe_and_zero_shot_folders(fake):
     cfg = S.RECIPES["MoCoOp"]["dtd"]
     assert spec.cfg == f"{cfg}_zeroshot" and unix(spec.config_file).endswith(f"MoCoOp/{cfg}.yaml")
     assert all(j.eval_only and f"/MoCoOp/{cfg}_zeroshot/" in unix(j.output_dir) for j in S.plan(spec))
+
+
+def test_xd_then_dg_train_the_source_once_and_both_tables_show_it(fake, capsys):
+    argv = ["--trainer", "CoOp", "--seeds", "1", "2"]
+    assert run_main(fake, "xd", argv + ["--targets", "dtd"]) == 0
+    xd_out = capsys.readouterr().out
+    assert run_main(fake, "dg", argv + ["--targets", "imagenet_r"]) == 0
+    dg_out = capsys.readouterr().out
+    phases = [c.split()[0] for c in calls(fake)]
+    assert phases.count("train") == 2 and phases.count("eval") == 4  # one source training per seed, not two
+    assert dg_out.count("(complete); skipping") == 2  # dg found xd's source runs done
+    # source 40 + 16 + seed = 56.5 in both tables; dtd 20 + 3 + seed, imagenet_r 20 + 10 + seed
+    for out, target in ((xd_out, "24.50 ± 0.50"), (dg_out, "31.50 ± 0.50")):
+        line = next(l for l in out.splitlines() if l.startswith("| CoOp / vit_b16_ctxv1"))
+        assert [c.strip() for c in line.strip("|").split("|")][1:3] == ["57.50 ± 0.50", target]
+    # the results tool reads the shared source folder for either protocol
+    assert R.main(["dg", os.path.join(str(fake.out), "dg")]) == 0
+    assert "57.50 ± 0.50" in capsys.readouterr().out
+
+
+def test_transfer_runs_of_the_older_layout_are_still_used_and_read(fake, capsys):
+    spec = spec_for(fake, "xd", ["--seeds", "1", "--targets", "dtd"])
+    legacy = spec.run_dir(1, "train")  # <output>/xd/train/imagenet/...: where sweeps before the shared folder trained
+    write_record(legacy, trainer="CoOp", seed=1, num_shots=16, subsample_classes="all", eval_only=False,
+                 model_dir="", dataset="ImageNet", accuracy=70.0)
+    os.makedirs(os.path.join(legacy, "prompt_learner"))
+    open(os.path.join(legacy, "prompt_learner", "checkpoint"), "w").write("model.pth.tar-1\n")  # the fake's model
+    train, test = S.plan(spec)
+    assert train.output_dir == legacy and train.state() == "done" and test.model_dir == legacy
+    assert run_main(fake, "xd", ["--seeds", "1", "--targets", "dtd"]) == 0
+    out = capsys.readouterr().out
+    assert [c.split()[0] for c in calls(fake)] == ["eval"]  # the old source run is evaluated, not retrained
+    line = next(l for l in out.splitlines() if l.startswith("| CoOp / vit_b16_ctxv1"))
+    assert [c.strip() for c in line.strip("|").split("|")][1:3] == ["70.00 ± 0.00", "24.00 ± 0.00"]
