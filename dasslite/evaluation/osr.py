@@ -270,6 +270,7 @@ def evaluate_open_set(known_logits: np.ndarray, known_labels: np.ndarray, unknow
         "balance": balance, "balance_seed": int(seed), "logit_scale": float(logit_scale),
         "mcm_temperature": float(mcm_temperature), "energy_temperature": float(energy_temperature),
         "threshold_source": "val" if has_val else None,
-        "per_image": {"known_label": known_labels, "known_pred": known_pred,
+        "per_image": {"known_index": ki, "unknown_index": ui, "known_label": known_labels, "known_pred": known_pred,
+                      "unknown_pred": unknown_pred,
                       **{f"known_{n}": known_s[n] for n in scores}, **{f"unknown_{n}": unknown_s[n] for n in scores}},
     }
