@@ -1403,6 +1403,9 @@ def _table_command(args) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "osr":  # open-set tables and curves: dasslite.results_osr, which builds on this module
+        from dasslite import results_osr
+        return results_osr.main(argv[1:])
     if argv and argv[0] not in ("summarize", *TABLE_COMMANDS, "-h", "--help"):
         argv = ["summarize"] + argv  # `python -m dasslite.results DIR ...` == parse_test_res.py DIR ...
     parser = build_parser()
