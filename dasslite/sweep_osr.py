@@ -25,6 +25,8 @@ from dasslite.evaluation.osr import BALANCE_MODES
 # configs/datasets/<name>.yaml of the open-set benchmarks, each with five known/unknown splits
 OSR_BENCHMARKS = ("osr_cifar10", "osr_cifar_plus10", "osr_cifar_plus50", "osr_tinyimagenet")
 NUM_SPLITS = 5
+# `bash scripts/<method>/osr.sh demo`: that method beside these, on the demo world, in one table
+DEMO_TRAINERS = ("CoCoOp", "ZeroshotCLIP")
 BASE_NEW_PHASE = "base_new"  # the phase folder of base-vs-new open-set runs on the CoOp datasets
 
 

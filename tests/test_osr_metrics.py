@@ -124,3 +124,20 @@ def test_macro_f1_threshold_and_evaluate():
     assert no_val["metrics"]["msp"]["macro_f1"] is None and no_val["threshold_source"] is None
     with pytest.raises(ValueError, match="expected \\[N, 2\\]"):
         osr.evaluate_open_set(known_logits, known_labels, np.zeros((2, 3)), logit_scale=1.0)
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_macro_f1_sweep_equals_sklearn_at_every_threshold(trial):
+    rng = np.random.default_rng(100 + trial)
+    nk, nu, c = 30, 12, 4
+    known_labels = rng.integers(0, c, nk)
+    known_pred = np.where(rng.random(nk) < 0.7, known_labels, rng.integers(0, c, nk))
+    unknown_pred = rng.integers(0, c, nu)
+    known_scores, unknown_scores = rng.integers(0, 8, nk).astype(float), rng.integers(0, 8, nu).astype(float)
+    thresholds = osr.candidate_thresholds(np.r_[known_scores, unknown_scores])
+    sweep = osr.macro_f1_sweep(known_labels, known_scores, known_pred, unknown_scores, unknown_pred, thresholds)
+    for theta, f1 in zip(thresholds, sweep):
+        want = osr.open_set_macro_f1(known_labels, known_scores, known_pred, unknown_scores, unknown_pred, theta, c)
+        assert f1 == pytest.approx(want, abs=1e-12)
+    theta, best = osr.best_threshold(known_labels, known_scores, known_pred, unknown_scores, unknown_pred, c)
+    assert best == pytest.approx(sweep.max()) and theta == thresholds[np.argmax(sweep)]
