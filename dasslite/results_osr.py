@@ -28,8 +28,8 @@ import numpy as np
 from tabulate import tabulate
 
 from dasslite import results as results_mod
-from dasslite.evaluation import osr as osr_metrics
-from dasslite.evaluation.open_set import OSR_RESULTS_FILE, OSR_SCORES_FILE
+from dasslite import osr_metrics
+from dasslite.osr_metrics import OSR_RESULTS_FILE, OSR_SCORES_FILE
 from dasslite.utils.io import write_bytes_atomic
 
 DEFAULT_METRICS = ("acc", "auroc", "oscr", "fpr95")

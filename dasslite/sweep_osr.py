@@ -19,8 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, List, Optional, Sequence
 
-from dasslite.evaluation.open_set import OSR_RESULTS_FILE
-from dasslite.evaluation.osr import BALANCE_MODES
+from dasslite.osr_metrics import BALANCE_MODES, OSR_RESULTS_FILE
 
 # configs/datasets/<name>.yaml of the open-set benchmarks, each with five known/unknown splits
 OSR_BENCHMARKS = ("osr_cifar10", "osr_cifar_plus10", "osr_cifar_plus50", "osr_tinyimagenet")

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from dasslite.evaluation import osr
+from dasslite import osr_metrics as osr
 
 
 def brute_pairwise(known, correct, unknown):

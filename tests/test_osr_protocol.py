@@ -11,7 +11,7 @@ import pytest
 from dasslite import results as results_mod
 from dasslite import results_osr as R
 from dasslite import sweep as S
-from dasslite.evaluation.osr import evaluate_open_set
+from dasslite.osr_metrics import evaluate_open_set
 
 
 def spec_for(argv, tmp_path):

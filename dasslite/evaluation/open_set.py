@@ -3,7 +3,7 @@
 The trainer's classifier knows only the known classes. Unknown images come from the dataset reader when it is an
 open-set benchmark (``dataset.open_set_unknown``: CIFAR10, CIFAR+10/+50, TinyImageNet), else, on a CoOp dataset
 trained on its base classes, from the same dataset's new classes (known = base, unknown = new). Every score and
-metric comes from the same logits (``dasslite.evaluation.osr``); the macro-F1 threshold is chosen on the
+metric comes from the same logits (``dasslite.osr_metrics``); the macro-F1 threshold is chosen on the
 validation images of both sides when there are some.
 
 ``OSR.ENABLED True`` makes ``train.py`` call :func:`run_open_set` after a successful test: it writes
@@ -26,10 +26,7 @@ from dasslite.data.transforms import build_transform
 from dasslite.prompting.config import register_config
 from dasslite.utils.io import write_bytes_atomic, write_json_atomic
 
-from .osr import BALANCE_MODES, SCORES, evaluate_open_set
-
-OSR_RESULTS_FILE = "osr_results.json"
-OSR_SCORES_FILE = "osr_scores.npz"
+from dasslite.osr_metrics import BALANCE_MODES, OSR_RESULTS_FILE, OSR_SCORES_FILE, SCORES, evaluate_open_set
 
 
 @register_config

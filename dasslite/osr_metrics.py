@@ -1,5 +1,6 @@
 """Open-set recognition from one set of logits: knownness scores, balanced evaluation and the OSR metrics.
 
+Pure numpy / scipy / scikit-learn (no torch), so the sweeps and tables can import it cheaply.
 Known test images are the positives; a score is larger for "known". Definitions follow the reference note
 (§1.7, §2.3, §2.4). scikit-learn computes AUROC, the ROC curve (FPR@95TPR, detection accuracy), the two
 precision-recall areas and F1; OSCR and OpenAUC are computed here.
@@ -20,6 +21,9 @@ from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, ro
 
 SCORES = ("mls", "msp", "mcm", "energy", "entropy")
 BALANCE_MODES = ("none", "with_replacement", "dedup")
+# What an open-set evaluation writes beside results.json (dasslite.evaluation.open_set), read by the sweep and tables.
+OSR_RESULTS_FILE = "osr_results.json"
+OSR_SCORES_FILE = "osr_scores.npz"
 # The metrics of one score, in table order; percentages except none.
 METRICS = ("acc", "auroc", "fpr95", "oscr", "aupr_in", "aupr_out", "dtacc", "open_auc", "macro_f1", "macro_f1_oracle")
 TPR_TARGET = 0.95
