@@ -126,7 +126,7 @@ def detection_accuracy(known: np.ndarray, unknown: np.ndarray) -> float:
 
 
 def aupr(known: np.ndarray, unknown: np.ndarray) -> Tuple[float, float]:
-    """``(AUPR-in, AUPR-out)``: sklearn's average precision with the knowns, resp. the unknowns (score −S), positive."""
+    """``(AUPR-in, AUPR-out)``: sklearn's average precision, knowns positive, resp. unknowns positive (score −S)."""
     y, s = _binary(known, unknown)
     return float(average_precision_score(y, s)), float(average_precision_score(1 - y, -s))
 

@@ -201,8 +201,9 @@ def osr_plot_png(tables: Sequence[OsrTable]) -> bytes:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise results_mod.PlotUnavailableError("matplotlib is not installed (pip install "
-                                               "'dasslite-moe-prompt[plots]'): cannot draw the open-set curves") from None
+        raise results_mod.PlotUnavailableError(
+            "matplotlib is not installed (pip install 'dasslite-moe-prompt[plots]'): cannot draw the open-set curves"
+        ) from None
     fig = Figure(figsize=(10, 4.2 * len(tables)), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(tables), 2, squeeze=False)

@@ -1,7 +1,7 @@
 """The open-set benchmarks (Neal et al. -> Vaze et al. -> FSMoE), five known/unknown class splits each.
 
     CIFAR10OSR       6 CIFAR-10 classes known, the other 4 unknown      ``cifar-10-batches-py/``
-    CIFARPlus10OSR   4 CIFAR-10 classes known, 10 CIFAR-100 unknown      ``cifar-10-batches-py/`` + ``cifar-100-python/``
+    CIFARPlus10OSR   4 CIFAR-10 classes known, 10 CIFAR-100 unknown      + ``cifar-100-python/``
     CIFARPlus50OSR   4 CIFAR-10 classes known, 50 CIFAR-100 unknown
     TinyImageNetOSR  20 classes known, the other 180 unknown             ``tiny-imagenet-200/``
 
@@ -31,7 +31,8 @@ from PIL import Image
 
 from dasslite.compat import DATASET_REGISTRY, DatasetBase
 from dasslite.data.datasets.base_dataset import engine_datum_cls, sample_per_class
-from dasslite.data.datasets.layout import list_class_dirs, list_files, read_lines, require_dir, require_file, resolve_root
+from dasslite.data.datasets.layout import (list_class_dirs, list_files, read_lines, require_dir, require_file,
+                                           resolve_root)
 from dasslite.utils.io import write_atomic
 
 SPLITS_FILE = osp.join(osp.dirname(osp.abspath(__file__)), "osr_splits.json")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Zero-shot CLIP (nothing trained: evaluations only), open-set recognition: known-class test images against unknown-class ones, scored from the same logits
-# (MLS, MSP, MCM, energy, entropy), then the ACC / AUROC / OSCR / FPR95 table (mean ± std over splits x seeds).
+# Zero-shot CLIP (nothing trained), open-set recognition: known-class test images against
+# unknown-class ones, scored from the same logits (MLS, MSP, MCM, energy, entropy), then the ACC / AUROC / OSCR /
+# FPR95 table (mean ± std over splits x seeds).
 # An open-set benchmark (osr_cifar10, osr_cifar_plus10, osr_cifar_plus50, osr_tinyimagenet): train on each split's
 # known classes, then the open-set test. A CoOp dataset: the base classes are known, the new ones unknown, and the
 # base2new training run of each seed is reused (trained first if missing). demo: this trainer beside the demo's
