@@ -48,3 +48,21 @@ def test_open_set_on_a_coop_dataset_needs_base_classes(tmp_path, tiny_clip_check
     with pytest.raises(OpenSetSetupError, match="needs DATASET.SUBSAMPLE_CLASSES base"):
         run_train(eurosat_root, tiny_clip_checkpoint, str(tmp_path / "r"), flags=["--eval-only"],
                   extra=extra, trainer="ZeroshotCLIP", config="vit_b16")
+
+
+@pytest.mark.parametrize("trainer", ["ZeroshotCLIP", "CoOp", "CoCoOp", "KgCoOp", "LASP", "MoCoOp"])
+def test_every_trainer_evaluates_open_set(trainer, tmp_path, tiny_clip_checkpoint, eurosat_root):
+    """The generic path: each trainer's own inference on base (known) and new (unknown) classes; the known-class
+    accuracy of the open-set record equals the trainer's closed-set test."""
+    from dasslite.evaluation.open_set import run_open_set
+    from tests.trainer_harness import make_trainer
+
+    tr = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, trainer=trainer, config="demo",
+                      extra=["DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base", "OSR.ENABLED", "True"])
+    acc = tr.test()
+    path = run_open_set(tr, {"seed": 1, "trainer": trainer})
+    with open(path) as f:
+        rec = json.load(f)
+    assert rec["trainer"] == trainer and rec["osr"]["metrics"]["mls"]["acc"] == pytest.approx(acc)
+    assert rec["osr"]["num_classes"] == 5 and len(rec["osr"]["unknown_classes"]) == 5
+    assert rec["osr"]["logit_scale"] == pytest.approx(tr.model.logit_scale.detach().exp().item())
