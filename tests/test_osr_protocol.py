@@ -1,5 +1,4 @@
 """The osr sweep's plan (dry run, skip / conflict), the open-set table on a fixture tree, and the curves' PNG."""
-import io
 import json
 import os
 import os.path as osp
