@@ -141,3 +141,15 @@ def test_macro_f1_sweep_equals_sklearn_at_every_threshold(trial):
         assert f1 == pytest.approx(want, abs=1e-12)
     theta, best = osr.best_threshold(known_labels, known_scores, known_pred, unknown_scores, unknown_pred, c)
     assert best == pytest.approx(sweep.max()) and theta == thresholds[np.argmax(sweep)]
+
+
+def test_benchmark_script_smoke(tmp_path):
+    """benchmarks/bench_osr.py on a tiny case: both threshold searches agree and the numbers are written."""
+    import json
+
+    from benchmarks import bench_osr
+    out = tmp_path / "osr.json"
+    assert bench_osr.main(["--known", "60", "--unknown", "40", "--classes", "3", "--repeats", "1",
+                           "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["thresholds"] == 101 and result["speedup_f1_search"] > 0
