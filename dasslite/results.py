@@ -1344,6 +1344,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--source", default=None, help="only this training dataset (default: every one)")
         t.add_argument("--targets", nargs="+", default=None, help="these target columns (default: all found)")
         t.add_argument("--shots", default=None, help="K, or the folder name shots_K")
+    sub.add_parser("osr", add_help=False, help="open-set tables and ROC / OSCR curves of an output/osr tree "
+                                               "(dasslite.results_osr; python -m dasslite.results osr -h)")
     return parser
 
 
