@@ -17,6 +17,7 @@ from dasslite.config import merge_from_file_checked, merge_from_list_checked
 from dasslite.utils import collect_env_info, set_random_seed, setup_logger  # ours on either engine (log.txt rotation)
 from dasslite.prompting.config import extend_cfg
 from dasslite.utils.io import write_json_atomic
+from dasslite.evaluation.open_set import run_open_set  # also declares cfg.OSR
 from dasslite.utils.registry import require_registered
 
 
@@ -126,6 +127,8 @@ def main(args) -> int:
     if getattr(trainer, "last_test_results", None):
         path = write_json_atomic(osp.join(cfg.OUTPUT_DIR, "results.json"), run_record(args, cfg, trainer))
         print(f"Results written to {path}")
+        if cfg.OSR.ENABLED:  # known-class test images against unknown-class ones, from the same logits
+            print(f"Open-set results written to {run_open_set(trainer, run_record(args, cfg, trainer))}")
     return 0
 
 

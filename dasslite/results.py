@@ -1368,6 +1368,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--source", default=None, help="only this training dataset (default: every one)")
         t.add_argument("--targets", nargs="+", default=None, help="these target columns (default: all found)")
         t.add_argument("--shots", default=None, help="K, or the folder name shots_K")
+    sub.add_parser("osr", add_help=False, help="open-set tables and ROC / OSCR curves of an output/osr tree "
+                                               "(dasslite.results_osr; python -m dasslite.results osr -h)")
     return parser
 
 
@@ -1431,6 +1433,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from dasslite import compare
 
         return compare.main(argv[1:])
+    if argv and argv[0] == "osr":  # open-set tables and curves: dasslite.results_osr, which builds on this module
+        from dasslite import results_osr
+        return results_osr.main(argv[1:])
     if argv and argv[0] not in ("summarize", *TABLE_COMMANDS, "-h", "--help"):
         argv = ["summarize"] + argv  # `python -m dasslite.results DIR ...` == parse_test_res.py DIR ...
     parser = build_parser()

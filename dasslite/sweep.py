@@ -4,6 +4,8 @@
     python -m dasslite.sweep fewshot  --trainer T --dataset D [--shots 1 2 4 8 16] [COMMON] [-- KEY VALUE ...]
     python -m dasslite.sweep xd       --trainer T [--source imagenet] [--targets D ...] [--shots 16] [COMMON] [-- ...]
     python -m dasslite.sweep dg       --trainer T [--source imagenet] [--targets D ...] [--shots 16] [COMMON] [-- ...]
+    python -m dasslite.sweep osr      --trainer T --dataset D [--shots 16] [--splits 0 1 2 3 4] [--balance none]
+                                      [COMMON] [-- ...]   (open-set recognition: see dasslite.sweep_osr)
     COMMON: [--seeds 1 2 3] [--cfg C] [--config-file F] [--data DATA] [--output output] [--load-epoch E]
             [--gpus 0,1] [--dry-run] [--zero-shot] [--ci95]   (fewshot has no --load-epoch: it evaluates nothing
             after training)
@@ -82,6 +84,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from dasslite import results as results_mod
 from dasslite import sweep_slurm
+from dasslite import results_osr, sweep_osr
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ZERO_SHOT_TRAINERS = results_mod.ZERO_SHOT_TRAINERS  # ("ZeroshotCLIP", "ZeroshotCLIP2")
@@ -161,6 +164,7 @@ class Job:
     dataset: str = ""  # the dataset config name the run reads
     model_dir: Optional[str] = None  # the trained model an evaluation loads
     config_file: Optional[str] = None  # the recipe file (a record's ``config_file`` must have its file name)
+    results_file: str = results_mod.RESULTS_FILE  # the record that says the run is finished (osr: osr_results.json)
 
     @property
     def log_path(self) -> str:
@@ -168,7 +172,7 @@ class Job:
 
     @property
     def results_path(self) -> str:
-        return osp.join(self.output_dir, results_mod.RESULTS_FILE)
+        return osp.join(self.output_dir, self.results_file)
 
     def conflicts(self, record: dict) -> Dict[str, tuple]:
         """``{field: (recorded, expected)}`` for every way a complete record belongs to another run.
@@ -255,6 +259,8 @@ class SweepSpec:
     python: str = sys.executable
     train_py: str = osp.join(REPO_ROOT, "train.py")
     cwd: Optional[str] = None
+    splits: List[int] = field(default_factory=lambda: [0])  # osr: the open-set benchmark's class splits
+    balance: str = "none"  # osr: OSR.BALANCE
 
     @property
     def results_root(self) -> str:
@@ -355,7 +361,8 @@ def plan_transfer(spec: SweepSpec) -> List[Job]:
 
 
 PLANNERS: Dict[str, Callable[[SweepSpec], List[Job]]] = {  # the protocols
-    "base2new": plan_base2new, "fewshot": plan_fewshot, "xd": plan_transfer, "dg": plan_transfer}
+    "base2new": plan_base2new, "fewshot": plan_fewshot, "xd": plan_transfer, "dg": plan_transfer,
+    "osr": lambda spec: sweep_osr.plan_osr(spec, _make_job)}
 
 
 def plan(spec: SweepSpec) -> List[Job]:
@@ -800,6 +807,12 @@ def resolve_spec(args, environ: Optional[Dict[str, str]] = None,
                      zero_shot=zero_shot, python=args.python or sys.executable, train_py=train_py, cwd=cwd)
     for target in targets:
         source_bound_opts(spec, target)  # fails now, not half-way, when the source yaml has no DATASET.NAME
+    if args.protocol == "osr":
+        try:
+            spec.splits = sweep_osr.check_osr_args(dataset, args.splits, args.balance)
+        except ValueError as exc:
+            raise SweepUsageError(str(exc)) from None
+        spec.balance = args.balance
     return spec
 
 
@@ -864,6 +877,14 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--targets", nargs="+", default=None, help=f"datasets evaluated on (default: {targets})")
         t.add_argument("--shots", type=int, default=16, help="shots per class on the source (default: %(default)s)")
         _add_common_args(t)
+    o = sub.add_parser("osr", help="open-set recognition: known vs unknown classes, splits x seeds, print the table",
+                       description=tail + " " + sweep_osr.__doc__.split("\n\n")[1])
+    o.add_argument("--dataset", required=True, help=f"an open-set benchmark ({', '.join(sweep_osr.OSR_BENCHMARKS)}) "
+                                                    f"or a dataset config name (base known, new unknown), or 'demo'")
+    o.add_argument("--shots", type=int, default=16, help="shots per known class (default: %(default)s)")
+    o.add_argument("--splits", nargs="+", default=None, help="benchmark splits (default: 0 1 2 3 4)")
+    o.add_argument("--balance", default="none", help="OSR.BALANCE: none (default), with_replacement, dedup")
+    _add_common_args(o)
     return parser
 
 
@@ -878,6 +899,8 @@ def parse_args(argv: Sequence[str]):
     args.seeds = _int_list(args.seeds, "seed", 0)
     if args.protocol == "fewshot":
         args.shots = _int_list(args.shots, "shot count", 1)
+    if args.protocol == "osr" and args.splits is not None:
+        args.splits = _int_list(args.splits, "split", 0)
     return args
 
 
@@ -905,6 +928,8 @@ def describe_spec(spec: SweepSpec) -> str:
         kind = "zero-shot eval" if spec.zero_shot else "train on all classes"
         return (f"fewshot: {spec.trainer} / {spec.cfg} on {spec.dataset}, shots {' '.join(map(str, spec.shots))}, "
                 f"seeds {seeds} ({kind}); {where}")
+    if spec.protocol == "osr":
+        return sweep_osr.describe_osr(spec)
     kind = "zero-shot eval" if spec.zero_shot else "train on the source -> eval on each target"
     return (f"{spec.protocol}: {spec.trainer} / {spec.cfg}, source {spec.dataset} ({spec.shots[0]} shots) -> "
             f"{' '.join(spec.targets)}, seeds {seeds} ({kind}); {where}")
@@ -916,6 +941,9 @@ def collect_tables(spec: SweepSpec, ci95: bool = False, paper: Optional[dict] = 
     if spec.protocol == "base2new":
         return results_mod.format_base2new(results_mod.collect_base2new(
             spec.results_root, datasets=[spec.dataset], shots=spec.shots[0], **common), paper=paper)
+    if spec.protocol == "osr":
+        return results_osr.format_osr(results_osr.collect_osr(
+            spec.results_root, datasets=[spec.dataset], shots=spec.shots[0], balance=spec.balance, **common))
     if spec.protocol == "fewshot":
         return results_mod.format_grids(results_mod.collect_fewshot(
             spec.results_root, datasets=[spec.dataset], shots=spec.shots, **common))

@@ -106,3 +106,61 @@ base2new_sweep() {
   shift 2
   protocol_sweep "$script" base2new "$trainer" "$@"
 }
+
+# osr_sweep SCRIPT TRAINER DATASET [SEEDS] [SWEEP OPTIONS] [-- KEY VALUE ...]: the body of every <method>/osr.sh.
+# A real dataset: `python -m dasslite.sweep osr` for TRAINER (an open-set benchmark: splits x seeds; a CoOp dataset:
+# base classes known, new unknown, reusing the base2new training runs). demo: TRAINER and the demo's other trainers
+# (dasslite.sweep_osr.DEMO_TRAINERS), one sweep each, then one table with all of them side by side.
+# Environment: SHOTS (default 16; 4 on demo, the README's base2new demo runs), BALANCE (default none), CFG (not on
+# demo: every trainer runs its demo recipe there), LOADEP, OUTPUT, and DATA / GPUS (read by the sweep).
+osr_sweep() {
+  local script=$1 trainer=$2
+  shift 2
+  if [ $# -eq 0 ] || [ "${1#-}" != "$1" ]; then
+    print_usage "$script"
+  fi
+  local dataset=$1
+  shift
+  local seeds="1 2 3"
+  if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+    seeds=$1
+    shift
+  fi
+  split_seeds "$seeds"
+  local shots=${SHOTS:-16}
+  if [ "$dataset" = demo ]; then
+    shots=${SHOTS:-4}
+  fi
+  local output=${OUTPUT:-output}
+  local args=(--dataset "$dataset" --shots "$shots" --seeds "${SEED_ARR[@]}" --output "$output"
+    --balance "${BALANCE:-none}")
+  if [ -n "${LOADEP:-}" ]; then
+    args+=(--load-epoch "$LOADEP")
+  fi
+  if [ "$dataset" != demo ]; then
+    if [ -n "${CFG:-}" ]; then
+      args+=(--cfg "$CFG")
+    fi
+    exec "$PYTHON" -m dasslite.sweep osr --trainer "$trainer" "${args[@]}" "$@"
+  fi
+  local trainers=("$trainer") other
+  for other in $("$PYTHON" -c 'from dasslite.sweep_osr import DEMO_TRAINERS; print(" ".join(DEMO_TRAINERS))'); do
+    if [ "$other" != "$trainer" ]; then
+      trainers+=("$other")
+    fi
+  done
+  local dry_run=0 arg
+  for arg in "$@"; do
+    if [ "$arg" = --dry-run ]; then
+      dry_run=1
+    fi
+  done
+  for other in "${trainers[@]}"; do
+    "$PYTHON" -m dasslite.sweep osr --trainer "$other" "${args[@]}" "$@"
+  done
+  if [ "$dry_run" -eq 0 ]; then
+    echo
+    exec "$PYTHON" -m dasslite.results osr "$output/osr" --dataset demo --shots "$shots" --trainer "${trainers[@]}" \
+      --balance "${BALANCE:-none}"
+  fi
+}

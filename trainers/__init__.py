@@ -3,6 +3,7 @@
 In a CoOp fork: copy ``trainers/`` and ``configs/``, ``pip install`` this repo, and in its train.py replace the
 trainer imports with ``import trainers`` and call ``trainers.extend_cfg(cfg)`` inside ``extend_cfg``.
 """
+from dasslite.evaluation import open_set  # noqa: F401  (declares cfg.OSR, the open-set evaluation every trainer has)
 from dasslite.prompting.config import extend_cfg
 
 from . import cocoop  # noqa: F401

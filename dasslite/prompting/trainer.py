@@ -7,7 +7,7 @@ trainable state only. It runs on real Dassl or on the built-in engine (``dasslit
 """
 from __future__ import annotations
 
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Dict, List
 
 import torch
@@ -160,14 +160,20 @@ class ClipPromptTrainer(*_BASES):
         with self.autocast():
             return self.model(input).float()
 
-    def test(self, split=None):
-        """Evaluate with the class features encoded once (when the model can cache them), under the same autocast
+    @contextmanager
+    def eval_cache(self):
+        """The class features encoded once for the block (when the model can cache them), under the same autocast
         as ``model_inference``, so the cached features are exactly what an uncached forward would compute."""
         cache = getattr(self.model, "cached_class_features", None)
         with ExitStack() as stack:
             if cache is not None:
                 with self.autocast():
                     stack.enter_context(cache())
+            yield
+
+    def test(self, split=None):
+        """Evaluate with the class features encoded once (``eval_cache``); open-set evaluation uses the same."""
+        with self.eval_cache():
             return evaluate_split(self, split)
 
     def load_model_state(self, name: str, module: nn.Module, checkpoint: dict, path: str) -> None:
