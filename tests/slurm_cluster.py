@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List
 
-BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo")
+BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo")
 
 
 def missing_reason() -> str:
@@ -57,7 +57,21 @@ class SlurmCluster:
         return subprocess.run(list(argv), env=self.env, capture_output=True, text=True, check=True).stdout
 
     def stop(self) -> None:
+        """Cancel what is still queued, stop the daemons, and end any job step they left behind."""
+        subprocess.run([_bin("scancel"), "--full", "--me"], env=self.env, capture_output=True)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            queue = subprocess.run([_bin("squeue"), "-h", "-o", "%i"], env=self.env, capture_output=True, text=True)
+            if queue.returncode != 0 or not queue.stdout.strip():
+                break
+            time.sleep(0.3)
         subprocess.run([_bin("scontrol"), "shutdown"], env=self.env, capture_output=True)
+        for pid in os.listdir("/proc"):  # slurmstepd of this cluster: its working folder is under ours
+            try:
+                if pid.isdigit() and os.readlink(f"/proc/{pid}/cwd").startswith(str(self.root)):
+                    os.kill(int(pid), 9)
+            except OSError:
+                pass
         for pid_file in ("slurmctld.pid", "slurmd.pid", "munge/munged.pid"):
             try:
                 pid = int((self.root / pid_file).read_text().strip())
