@@ -1,7 +1,7 @@
 """Methods side by side, paper-ready: the comparison the papers print (the MoCoOp paper's Table 1).
 
     python -m dasslite.results compare base2new [ROOT] [--trainers T ...] [--baseline T] [--paper]
-    python -m dasslite.results compare fewshot|xd|dg [ROOT] [--trainers T ...] [--baseline T] [--paper]
+    python -m dasslite.results compare fewshot|xd|dg|osr [ROOT] [--trainers T ...] [--baseline T] [--paper]
     OPTIONS: [--dataset D ...] [--shots K] [--source D] [--targets D ...] [--seeds S ...] [--ci95]
              [--format terminal|markdown|csv|latex] [--markdown F] [--csv F] [--latex F] [--plot FILE.png]
 
@@ -284,9 +284,52 @@ class TransferAdapter(SimpleAdapter):
         return list(rows[1:])  # the targets
 
 
+class OsrAdapter(SimpleAdapter):
+    """Open-set recognition (``output/osr``): rows = datasets, per method ACC / AUROC / OSCR and FPR95 (lower is
+    better) over every split × seed, from the MLS score and the balance mode ``none`` (the osr table's defaults)."""
+
+    name = "osr"
+    metrics = [Metric("acc", "ACC"), Metric("auroc", "AUROC"), Metric("oscr", "OSCR"),
+               Metric("fpr95", "FPR95", higher_is_better=False)]
+    primary = "auroc"
+
+    def collect(self, root: str, opts: dict) -> List[Section]:
+        from dasslite import results_osr
+
+        tables = results_osr.collect_osr(root, opts.get("datasets"), shots=opts.get("shots"), seeds=opts.get("seeds"),
+                                         ci95=opts.get("ci95", False))
+        sections: Dict[str, Section] = {}
+        for table in tables:
+            sec = sections.setdefault(table.shots, Section(
+                f"Open-set recognition, {table.shots.replace('_', ' ')}: ACC / AUROC / OSCR / FPR95 (score "
+                f"{table.score.upper()}, balance {table.balance}) per method", [], []))
+            for column in table.columns:
+                method = next((m for m in sec.methods if (m.trainer, m.cfg) == (column.trainer, column.cfg)), None)
+                if method is None:
+                    method = MethodResult(column.trainer, column.cfg)
+                    sec.methods.append(method)
+                method.cells[table.dataset] = {m.key: self._stat(column, table.score, m.key, table.ci95)
+                                               for m in self.metrics}
+                if column.complete:
+                    method.missing_runs += [f"{r.path}: {r.reason}" for r in column.runs if r.record is None]
+        for sec in sections.values():
+            sec.rows = sorted({d for m in sec.methods for d in m.cells} | set(opts.get("datasets") or []),
+                              key=R._dataset_sort_key)
+        return [sections[k] for k in sorted(sections, key=R._shots_number)]
+
+    @staticmethod
+    def _stat(column, score: str, metric: str, ci95: bool) -> Stat:
+        values = [r.record["osr"]["metrics"][score][metric] for r in column.complete]
+        values = [float(v) for v in values if v is not None]
+        if not values:
+            reasons = sorted({r.reason for r in column.runs if r.reason}) or ["no complete osr_results.json"]
+            return Stat(reason="; ".join(reasons))
+        return Stat(float(np.mean(values)), R.spread(values, ci95), len(values))
+
+
 def _adapters() -> Dict[str, object]:
     return {"base2new": Base2NewAdapter(), "fewshot": FewshotAdapter(), "xd": TransferAdapter("xd"),
-            "dg": TransferAdapter("dg")}
+            "dg": TransferAdapter("dg"), "osr": OsrAdapter()}
 
 
 ADAPTERS = _adapters  # protocol -> adapter (a fresh one per call: FewshotAdapter learns its columns)
@@ -730,7 +773,7 @@ def print_if_several(protocol: str, root: str, out=None, shots=None, datasets=No
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dasslite.results compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("protocol", help="base2new, fewshot, xd, dg" + "".join(f", {n}" for n in EXTRA_ADAPTERS))
+    p.add_argument("protocol", help="base2new, fewshot, xd, dg, osr" + "".join(f", {n}" for n in EXTRA_ADAPTERS))
     p.add_argument("root", nargs="?", default=None, help="output/<protocol> (or output); default: output/<protocol>")
     p.add_argument("--trainers", nargs="+", default=None,
                    help="these methods, in this order (trainer names, or 'Trainer (cfg)' / Trainer/cfg)")

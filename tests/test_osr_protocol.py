@@ -145,3 +145,29 @@ def test_table_and_plot_on_a_fixture_tree(tmp_path, capsys):
     os.remove(osp.join(root, "split0", "demo", "shots_4", "CoCoOp", "demo", "seed1", "osr_scores.npz"))
     with pytest.raises(FileNotFoundError, match="osr_scores.npz is missing"):
         R.osr_plot_png(R.collect_osr(root))
+
+
+def test_compare_osr_marks_the_lowest_fpr95_as_best(tmp_path, capsys):
+    """`results compare osr`: methods side by side; FPR95 is lower-is-better, the others higher-is-better."""
+    from dasslite import compare
+
+    rng = np.random.default_rng(1)
+    root = str(tmp_path / "osr")
+    a = [write_run(root, f"split{s}", "CoCoOp", 1, rng) for s in (0, 1)]
+    b = [write_run(root, "split0", "ZeroshotCLIP", seed, rng, shift=0.5) for seed in (1, 2)]
+    (cmp,) = compare.compare("osr", root)
+    by_trainer = {m.trainer: m for m in cmp.methods}
+    for method, runs in ((by_trainer["CoCoOp"], a), (by_trainer["ZeroshotCLIP"], b)):
+        for key in ("acc", "auroc", "oscr", "fpr95"):
+            assert method.stat("demo", key).mean == pytest.approx(np.mean([r["metrics"]["mls"][key] for r in runs]))
+            assert method.stat("demo", key).n == 2
+    fpr = {t: m.stat("demo", "fpr95").mean for t, m in by_trainer.items()}
+    auroc = {t: m.stat("demo", "auroc").mean for t, m in by_trainer.items()}
+    fpr95 = next(m for m in compare.OsrAdapter.metrics if m.key == "fpr95")
+    auroc_metric = next(m for m in compare.OsrAdapter.metrics if m.key == "auroc")
+    assert cmp.best("demo", fpr95) == {by_trainer[min(fpr, key=fpr.get)].label}
+    assert cmp.best("demo", auroc_metric) == {by_trainer[max(auroc, key=auroc.get)].label}
+    assert min(fpr, key=fpr.get) != max(fpr, key=fpr.get)  # the fixture's methods differ
+    assert results_mod.main(["compare", "osr", root, "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "FPR95" in out and "**" in out and "CoCoOp" in out and "ZeroshotCLIP" in out
