@@ -157,6 +157,9 @@ def _transfer(url: str, part: str, timeout: float, opener, progress: bool,
                     break
                 out.write(block)
                 bar.update(len(block))
+    received = os.path.getsize(part)
+    if total and received < total:  # the connection closed early without an error from http.client
+        raise ConnectionError(f"the server closed the connection after {received} of {total} bytes")
     return total
 
 
