@@ -1,0 +1,111 @@
+"""open_clip backbones through the shared text core: tiny open_clip models built in code with random weights (no
+download), our text and image features against open_clip's own encode_text / encode_image, clear refusals for text
+towers the core cannot drive, and a CoOp training step on an open_clip backbone."""
+import json
+
+import pytest
+import torch
+
+open_clip = pytest.importorskip("open_clip")
+
+from dasslite.clip import TextEncoder, load_clip, tokenize  # noqa: E402
+from dasslite.clip.open_clip_backbone import parse_open_clip_backbone  # noqa: E402
+
+TINY = {"embed_dim": 64, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+TEXTS = ["a photo of a cat.", "x", "a centered satellite photo of a long winding river between green fields.",
+         "a photo of a dog, a type of pet."]
+
+
+def register(tmp_path_factory, name, config):
+    folder = tmp_path_factory.mktemp("open_clip_configs")
+    (folder / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(str(folder / f"{name}.json"))
+
+
+def save_random(tmp_path_factory, name, seed=0):
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name, pretrained=None).eval()
+    path = tmp_path_factory.mktemp("open_clip_ckpt") / f"{name}.pt"
+    torch.save(model.state_dict(), path)
+    return model, str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_open_clip(tmp_path_factory):
+    """(open_clip's own model, our backbone name for the same weights)."""
+    register(tmp_path_factory, "dasslite-tiny-vit", TINY)
+    model, path = save_random(tmp_path_factory, "dasslite-tiny-vit")
+    return model, f"open_clip:dasslite-tiny-vit/{path}"
+
+
+def test_text_features_equal_open_clips_encode_text(tiny_open_clip):
+    model, name = tiny_open_clip
+    clip_model = load_clip(name)
+    tokens = tokenize(TEXTS)
+    assert torch.equal(open_clip.get_tokenizer("dasslite-tiny-vit")(TEXTS).long(), tokens)
+    expected = model.encode_text(tokens)
+    encoder = TextEncoder(clip_model)
+    encoder.length_buckets = 3
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.encode_tokens(tokens), expected, atol=1e-5, rtol=1e-5)  # buckets
+        torch.testing.assert_close(encoder.encode_tokens(tokens, reference=True), expected, atol=1e-5, rtol=1e-5)
+        # a shared prefix (SOS + "a photo of a") encoded once for every class name
+        classes = tokenize([f"a photo of a {c}." for c in ("cat", "hot air balloon", "dog")])
+        embeddings = clip_model.token_embedding(classes)
+        shared = encoder.encode_prefixed(embeddings[0, :5], embeddings[:, 5:], classes.argmax(-1))
+        torch.testing.assert_close(shared, model.encode_text(classes), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(expected[0], expected[1])  # distinct texts, distinct features
+
+
+def test_image_features_equal_open_clips_encode_image(tiny_open_clip):
+    model, name = tiny_open_clip
+    clip_model = load_clip(name)
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(clip_model.encode_image(images), model.encode_image(images))
+        torch.testing.assert_close(clip_model.visual(images), model.encode_image(images))
+    assert clip_model.visual.input_resolution == 32 and clip_model.visual.output_dim == 64
+    assert clip_model.dtype == torch.float32 and clip_model.float().dtype == torch.float32
+
+
+def test_a_custom_text_tower_is_refused_naming_the_architecture(tmp_path_factory):
+    register(tmp_path_factory, "dasslite-tiny-custom-text", dict(TINY, custom_text=True))
+    _, path = save_random(tmp_path_factory, "dasslite-tiny-custom-text")
+    with pytest.raises(ValueError, match=r'"dasslite-tiny-custom-text" cannot be used.*CustomTextCLIP'):
+        load_clip(f"open_clip:dasslite-tiny-custom-text/{path}")
+
+
+def test_last_token_pooling_is_refused(tmp_path_factory):
+    config = json.loads(json.dumps(TINY))
+    config["text_cfg"]["pool_type"] = "last"
+    register(tmp_path_factory, "dasslite-tiny-lastpool", config)
+    _, path = save_random(tmp_path_factory, "dasslite-tiny-lastpool")
+    with pytest.raises(ValueError, match=r'pools the text by "last"'):
+        load_clip(f"open_clip:dasslite-tiny-lastpool/{path}")
+
+
+def test_backbone_names_are_parsed_and_bad_ones_explained(tiny_open_clip, tmp_path):
+    _, name = tiny_open_clip
+    path = name.split("/", 1)[1]
+    assert parse_open_clip_backbone("open_clip:ViT-B-16/laion2b_s34b_b88k") == ("ViT-B-16", "laion2b_s34b_b88k")
+    assert parse_open_clip_backbone(name) == ("dasslite-tiny-vit", path)
+    with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
+        parse_open_clip_backbone(f"open_clip:ViT-B-16/{tmp_path}/missing.pt")
+    with pytest.raises(ValueError, match="names no weights"):
+        load_clip("open_clip:dasslite-tiny-vit")
+    with pytest.raises(ValueError, match="no architecture \"dasslite-tiny-vitt\". Did you mean dasslite-tiny-vit"):
+        load_clip(f"open_clip:dasslite-tiny-vitt/{path}")
+
+
+def test_coop_trains_a_step_on_an_open_clip_backbone(tiny_open_clip, eurosat_root, tmp_path):
+    from tests.trainer_harness import make_trainer, one_step
+
+    _, name = tiny_open_clip
+    trainer = make_trainer(eurosat_root, name, tmp_path, trainer="CoOp", extra=["TRAINER.COOP.PREC", "fp32"])
+    ctx_before = trainer.model.prompt_learner.ctx.detach().clone()
+    losses, _ = one_step(trainer)
+    assert torch.isfinite(torch.tensor(losses["loss"]))
+    assert not torch.equal(trainer.model.prompt_learner.ctx, ctx_before)
+    frozen = [n for n, p in trainer.model.named_parameters() if p.requires_grad and "prompt_learner" not in n]
+    assert frozen == []
