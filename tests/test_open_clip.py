@@ -40,11 +40,14 @@ def tiny_open_clip(tmp_path_factory):
 
 
 def test_text_features_equal_open_clips_encode_text(tiny_open_clip):
-    model, name = tiny_open_clip
+    _, name = tiny_open_clip
     clip_model = load_clip(name)
+    assert clip_model.dtype == torch.float16  # loaded like OpenAI's released weights
+    model = clip_model.float().open_clip_model  # open_clip's own model on the very same weights
     tokens = tokenize(TEXTS)
     assert torch.equal(open_clip.get_tokenizer("dasslite-tiny-vit")(TEXTS).long(), tokens)
-    expected = model.encode_text(tokens)
+    with torch.no_grad():
+        expected = model.encode_text(tokens)
     encoder = TextEncoder(clip_model)
     encoder.length_buckets = 3
     with torch.no_grad():
@@ -59,14 +62,17 @@ def test_text_features_equal_open_clips_encode_text(tiny_open_clip):
 
 
 def test_image_features_equal_open_clips_encode_image(tiny_open_clip):
-    model, name = tiny_open_clip
-    clip_model = load_clip(name)
+    original, name = tiny_open_clip
+    clip_model = load_clip(name).float()
+    model = clip_model.open_clip_model
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(clip_model.encode_image(images), model.encode_image(images))
         torch.testing.assert_close(clip_model.visual(images), model.encode_image(images))
+        # the checkpoint's weights, through an fp16 round trip (OpenAI's convention)
+        torch.testing.assert_close(clip_model.encode_image(images), original.encode_image(images), atol=2e-2,
+                                   rtol=2e-2)
     assert clip_model.visual.input_resolution == 32 and clip_model.visual.output_dim == 64
-    assert clip_model.dtype == torch.float32 and clip_model.float().dtype == torch.float32
 
 
 def test_a_custom_text_tower_is_refused_naming_the_architecture(tmp_path_factory):
@@ -102,10 +108,31 @@ def test_coop_trains_a_step_on_an_open_clip_backbone(tiny_open_clip, eurosat_roo
     from tests.trainer_harness import make_trainer, one_step
 
     _, name = tiny_open_clip
-    trainer = make_trainer(eurosat_root, name, tmp_path, trainer="CoOp", extra=["TRAINER.COOP.PREC", "fp32"])
+    trainer = make_trainer(eurosat_root, name, tmp_path, trainer="CoOp", extra=["TRAINER.COOP.PREC", "fp16"])
+    assert trainer.model.prompt_learner.ctx.dtype == torch.float16  # CLIP's fp16 weights, as for OpenAI's
     ctx_before = trainer.model.prompt_learner.ctx.detach().clone()
     losses, _ = one_step(trainer)
     assert torch.isfinite(torch.tensor(losses["loss"]))
     assert not torch.equal(trainer.model.prompt_learner.ctx, ctx_before)
     frozen = [n for n, p in trainer.model.named_parameters() if p.requires_grad and "prompt_learner" not in n]
     assert frozen == []
+
+
+@pytest.mark.parametrize("trainer_name", ["CoCoOp", "KgCoOp", "LASP", "MoCoOp", "ZeroshotCLIP"])
+def test_every_other_trainer_runs_on_an_open_clip_backbone(tiny_open_clip, eurosat_root, tmp_path, trainer_name):
+    from tests.trainer_harness import make_trainer, one_step
+
+    _, name = tiny_open_clip
+    trainer = make_trainer(eurosat_root, name, tmp_path, trainer=trainer_name, config="demo")
+    batch = next(iter(trainer.test_loader))
+    if trainer_name == "ZeroshotCLIP":
+        trainer.set_model_mode("eval")
+        with torch.no_grad():
+            logits = trainer.model_inference(batch["img"])
+        assert logits.shape == (len(batch["img"]), 10) and torch.isfinite(logits).all()
+        return
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    losses, _ = one_step(trainer)
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert changed

@@ -75,7 +75,8 @@ def unsupported_text_tower(model: nn.Module) -> List[str]:
 
 
 class OpenClipCLIP(nn.Module):
-    """An open_clip ``CLIP`` under OpenAI CLIP's attribute names; its modules are shared, not copied."""
+    """An open_clip ``CLIP`` under OpenAI CLIP's attribute names; its modules are shared, not copied (so ``.float()``
+    here also converts ``open_clip_model``)."""
 
     def __init__(self, model: nn.Module, arch: str, image_size: int) -> None:
         super().__init__()
@@ -99,7 +100,8 @@ class OpenClipCLIP(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.visual.parameters()).dtype
+        """The dtype the transformers compute in (fp16 as loaded, fp32 after ``.float()``), as OpenAI's ``dtype``."""
+        return self.transformer.resblocks[0].attn.in_proj_weight.dtype
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         return self.visual(image.type(self.dtype))
@@ -129,7 +131,8 @@ def _image_size(model: nn.Module, arch: str) -> int:
 
 
 def load_open_clip(name: str) -> OpenClipCLIP:
-    """The open_clip model a backbone name describes, checked to fit the shared text core, in eval mode (fp32)."""
+    """The open_clip model a backbone name describes, checked to fit the shared text core, in eval mode, with fp16
+    weights like OpenAI's released CLIPs (trainers call ``.float()`` for fp32/amp/bf16, as for OpenAI's)."""
     try:
         import open_clip
     except ModuleNotFoundError as exc:
@@ -151,4 +154,5 @@ def load_open_clip(name: str) -> OpenClipCLIP:
         raise ValueError(f'backbone "{name}": the open_clip architecture "{arch}" cannot be used with dasslite\'s '
                          f"prompt learners because {'; '.join(reasons)}. Choose a CLIP-style architecture "
                          "(e.g. ViT-B-16, ViT-L-14, RN50).")
+    open_clip.model.convert_weights_to_lp(model, dtype=torch.float16)  # OpenAI's convention (LayerNorms stay fp32)
     return OpenClipCLIP(model, arch, _image_size(model, arch)).eval()
