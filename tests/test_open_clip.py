@@ -136,3 +136,23 @@ def test_every_other_trainer_runs_on_an_open_clip_backbone(tiny_open_clip, euros
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert changed
+
+
+def test_the_trainer_benchmark_accepts_an_open_clip_backbone(tiny_open_clip):
+    """``bench_trainers.py --arch open_clip:ARCH``: random weights built in code; fast and reference paths agree."""
+    import trainers  # noqa: F401
+    from benchmarks import bench_trainers as bench
+    from benchmarks import harness as H
+    from dasslite.compat import TRAINER_REGISTRY
+
+    args = bench.resolve(bench.build_parser().parse_args(["--smoke", "--arch", "open_clip:dasslite-tiny-vit"]))
+    assert args.arch == ["open_clip:dasslite-tiny-vit"] and H.arch_resolution(args.arch[0]) == 32
+    cpu = torch.device("cpu")
+    master = H.random_clip(args.arch[0], cpu)
+    assert master.dtype == torch.float16 and master.arch == "dasslite-tiny-vit"
+    with torch.random.fork_rng(devices=[]):
+        entry = bench.run_case("CoOp", TRAINER_REGISTRY.get("CoOp"), args.arch[0], 5, args, None, master, cpu)
+    assert entry["error"] is None, entry["error"]
+    assert entry["outputs_agree"] is True
+    with pytest.raises(SystemExit):
+        bench.build_parser().parse_args(["--arch", "ViT-B/17"])

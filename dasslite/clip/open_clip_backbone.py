@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["OPEN_CLIP_PREFIX", "is_open_clip_backbone", "parse_open_clip_backbone", "load_open_clip",
-           "OpenClipCLIP", "unsupported_text_tower"]
+           "wrap_open_clip", "OpenClipCLIP", "unsupported_text_tower"]
 
 OPEN_CLIP_PREFIX = "open_clip:"
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
@@ -148,11 +148,17 @@ def load_open_clip(name: str) -> OpenClipCLIP:
     if pretrained is None:
         raise ValueError(f'backbone "{name}" names no weights: use open_clip:{arch}/<pretrained tag> (see '
                          f"open_clip.list_pretrained()) or open_clip:{arch}/<path of a checkpoint file>")
-    model = open_clip.create_model(arch, pretrained=pretrained, device="cpu")
+    return wrap_open_clip(open_clip.create_model(arch, pretrained=pretrained, device="cpu"), arch, name)
+
+
+def wrap_open_clip(model: nn.Module, arch: str, name: str = "") -> OpenClipCLIP:
+    """An open_clip model (e.g. built with random weights by a benchmark) checked, in fp16, under OpenAI's names."""
+    import open_clip
+
     reasons = unsupported_text_tower(model)
     if reasons:
-        raise ValueError(f'backbone "{name}": the open_clip architecture "{arch}" cannot be used with dasslite\'s '
-                         f"prompt learners because {'; '.join(reasons)}. Choose a CLIP-style architecture "
-                         "(e.g. ViT-B-16, ViT-L-14, RN50).")
+        raise ValueError(f'backbone "{name or OPEN_CLIP_PREFIX + arch}": the open_clip architecture "{arch}" cannot '
+                         f"be used with dasslite's prompt learners because {'; '.join(reasons)}. Choose a CLIP-style "
+                         "architecture (e.g. ViT-B-16, ViT-L-14, RN50).")
     open_clip.model.convert_weights_to_lp(model, dtype=torch.float16)  # OpenAI's convention (LayerNorms stay fp32)
     return OpenClipCLIP(model, arch, _image_size(model, arch)).eval()
