@@ -144,11 +144,12 @@ def test_a_corrupt_archive_is_an_error_and_a_good_one_afterwards_completes(tmp_p
     corrupt = dict(published, **{"EuroSAT.zip": published["EuroSAT.zip"][: len(published["EuroSAT.zip"]) - 200]})
     with local_server() as server:  # no digest published: only extraction can tell
         recipe = served("eurosat", server, corrupt, published["eurosat_counts"], digests=False)
-        with pytest.raises(ArchiveError, match="corrupt or truncated|neither a zip nor a tar"):
+        with pytest.raises(ArchiveError, match=r"(corrupt or truncated|neither a zip nor a tar).*URL: http.*"
+                                               r"was deleted: run the same command again"):
             prepare_dataset(recipe, str(root), options(server))
         assert not (root / "eurosat" / "2750").exists()
         assert dataset_state(recipe, str(root))["state"] == "partial"
-        os.remove(root / WORK_DIR / "downloads" / "eurosat" / "EuroSAT.zip")  # what the message says to do
+        assert not (root / WORK_DIR / "downloads" / "eurosat" / "EuroSAT.zip").exists()  # deleted, as it says
         server.files["/EuroSAT.zip"] = published["EuroSAT.zip"]
         assert prepare_dataset(recipe, str(root), options(server)) == published["eurosat_counts"]
 
@@ -162,7 +163,8 @@ def test_a_half_extracted_dataset_is_redone(tmp_path, published):
         os.remove(root / "eurosat" / MARKER)
         steps_file = root / WORK_DIR / "eurosat.steps.json"
         steps = json.loads(steps_file.read_text())
-        steps_file.write_text(json.dumps({k: v for k, v in steps.items() if not k.startswith("EuroSAT.zip")}))
+        steps_file.write_text(json.dumps({k: "started" if k.startswith("EuroSAT.zip") else v
+                                          for k, v in steps.items()}))
         forest = root / "eurosat" / "2750" / "Forest"
         for name in sorted(os.listdir(forest))[:3]:
             os.remove(forest / name)
@@ -325,3 +327,16 @@ def test_every_recipe_matches_its_reader():
                 assert reader.image_subdir == check.path, recipe.name
         for item in recipe.downloads:
             assert bool(item.url) != bool(item.drive_id), item.name
+
+
+def test_a_folder_the_user_filled_is_completed_not_replaced(tmp_path, published):
+    """A dataset folder this tool did not make: what is there is kept, only the missing files are fetched."""
+    root = tmp_path / "data"
+    fx.make_eurosat_tree(str(root), n_per_class=5, write_split=False)
+    mine = root / "eurosat" / "2750" / "Forest" / "my_note.txt"
+    mine.write_text("mine")
+    with local_server() as server:
+        recipe = served("eurosat", server, published, published["eurosat_counts"])
+        assert prepare_dataset(recipe, str(root), options(server)) == published["eurosat_counts"]
+        assert {p for p, _ in server.requests} == {f"/uc?export=download&id={recipe.downloads[1].drive_id}"}
+    assert mine.read_text() == "mine"

@@ -30,7 +30,7 @@ def archive_kind(path: str) -> str:
     except OSError:
         pass
     raise ArchiveError(f"{path} is neither a zip nor a tar archive (a truncated or corrupt download, or an HTML "
-                       "error page saved in its place). Delete it and run again.")
+                       "error page saved in its place).")
 
 
 def _unpack(path: str, dest: str) -> None:
@@ -50,7 +50,7 @@ def _unpack(path: str, dest: str) -> None:
         raise
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise ArchiveError(f"cannot extract {path} ({type(exc).__name__}: {exc}): the archive is corrupt or "
-                           "truncated. Delete it and run again to download it afresh.") from exc
+                           "truncated, or holds a member that would land outside its folder.") from exc
 
 
 def _top_level(folder: str) -> List[str]:

@@ -14,7 +14,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from ...utils.io import write_json_atomic
-from .extract import extract_into
+from .extract import ArchiveError, extract_into
 from .fetch import DownloadError, fetch, free_bytes
 from .recipes import Download, Recipe
 from .verify import VerificationError, verify_recipe
@@ -86,10 +86,20 @@ def _step_key(item: Download) -> str:
     return f"{item.name}|{item.source}|{item.md5 or item.sha256}"
 
 
+def _named_products(item: Download):
+    """The dataset-relative paths a step is known to create (none for ``x/*`` moves: their names are the archive's)."""
+    return [rel for rel in item.produces if rel != "."]
+
+
+def _products_exist(item: Download, dataset_dir: str) -> bool:
+    named = _named_products(item)
+    return bool(named) and all(os.path.lexists(os.path.join(dataset_dir, rel)) for rel in named)
+
+
 def _done(item: Download, steps: dict, dataset_dir: str) -> bool:
-    """A step counts as done when it was recorded and everything it produced is still there."""
-    return _step_key(item) in steps and all(os.path.lexists(os.path.join(dataset_dir, rel))
-                                            for rel in item.produces if rel != ".")
+    """A step counts as done when it was recorded as finished and everything it is known to make is still there."""
+    return isinstance(steps.get(_step_key(item)), float) and (not _named_products(item)
+                                                               or _products_exist(item, dataset_dir))
 
 
 def _copy_atomic(src: str, dst: str) -> None:
@@ -112,7 +122,12 @@ def _run_step(item: Download, recipe: Recipe, root: str, paths: Dict[str, str], 
           space_factor=2.0 if item.is_archive else 1.0, space_probe=options.space_probe)
     if item.is_archive:
         print(f"[{recipe.name}] {item.name}: extracting into {dataset_dir}")
-        extract_into(target, item.extract, dataset_dir, paths["scratch"])
+        try:
+            extract_into(target, item.extract, dataset_dir, paths["scratch"])
+        except ArchiveError as exc:
+            os.remove(target)  # useless as it is; the next run fetches it afresh
+            raise ArchiveError(f"{exc} [URL: {item.source}] The archive {target} was deleted: run the same command "
+                               "again to download it afresh.") from exc
         if not options.keep_archives:
             os.remove(target)
     else:
@@ -152,18 +167,29 @@ def prepare_dataset(recipe: Recipe, root: str, options: Optional[PrepareOptions]
     if recipe.manual:
         os.makedirs(dataset_dir, exist_ok=True)
         _adopt_manual_folders(recipe, dataset_dir)
+    owned = os.path.exists(paths["steps"])  # else: a folder the user made, whose files are never replaced
     steps = _read_json(paths["steps"])
     for item in recipe.downloads:
+        key = _step_key(item)
         if _done(item, steps, dataset_dir):
             continue
-        _run_step(item, recipe, root, paths, options)
-        steps[_step_key(item)] = time.time()
+        if not owned and _products_exist(item, dataset_dir):
+            print(f"[{recipe.name}] {item.name}: already in {dataset_dir}, kept")
+        else:
+            steps[key] = "started"  # a crash from here on leaves a step to redo, not a user folder to keep
+            write_json_atomic(paths["steps"], steps)
+            _run_step(item, recipe, root, paths, options)
+        steps[key] = time.time()
         write_json_atomic(paths["steps"], steps)
     missing = [rel for rel in recipe.manual_paths if not os.path.isdir(os.path.join(dataset_dir, rel))]
     if missing:
         raise ManualStepRequired(f"[{recipe.name}] needs a manual download: " +
                                  recipe.manual.format(dataset_dir=dataset_dir))
-    counts = verify_recipe(recipe, root)
+    try:
+        counts = verify_recipe(recipe, root)
+    except VerificationError as exc:
+        raise VerificationError(f"{exc}. If {dataset_dir} holds an incomplete copy of your own, delete it (or the "
+                                "parts named) and run the same command again to download them.") from exc
     write_json_atomic(paths["marker"], {"recipe": recipe.name, "counts": counts, "verified": time.time()})
     shutil.rmtree(paths["scratch"], ignore_errors=True)
     print(f"[{recipe.name}] ready: {dataset_dir} ({_format_counts(counts)})")
@@ -171,8 +197,8 @@ def prepare_dataset(recipe: Recipe, root: str, options: Optional[PrepareOptions]
 
 
 def _forget_steps(path: str) -> None:
-    if os.path.exists(path):
-        os.remove(path)
+    """Mark every recorded step as to be redone (the folder stays ours: its files may be replaced)."""
+    write_json_atomic(path, {key: "started" for key in _read_json(path)})
 
 
 def _format_counts(counts: Dict[str, int]) -> str:
