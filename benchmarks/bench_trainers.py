@@ -43,16 +43,10 @@ FULL = dict(arch=["ViT-B/16", "ViT-L/14"], classes=[100, 1000], batch=32, steps=
             eval_batches=10, device=None, prec=None, ref_prec=None, trainers=DEFAULT_TRAINERS, max_case_s=30.0)
 
 
-def _arch(value: str) -> str:
-    if value in H.ARCHS or value.startswith("open_clip:"):
-        return value
-    raise argparse.ArgumentTypeError(f"{value!r}: choose from {', '.join(H.ARCHS)} or open_clip:ARCH[/PRETRAINED]")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", nargs="+", type=_arch, help="backbones: " + ", ".join(H.ARCHS) + ", or open_clip:ARCH "
-                   "(random weights) / open_clip:ARCH/PRETRAINED (default: ViT-B/16 ViT-L/14)")
+    p.add_argument("--arch", nargs="+", type=H.arch_arg, help="backbones: " + ", ".join(H.ARCHS) + ", or "
+                   "open_clip:ARCH (random weights) / open_clip:ARCH/PRETRAINED (default: ViT-B/16 ViT-L/14)")
     p.add_argument("--classes", nargs="+", type=int, help="class counts C (default: 100 1000)")
     p.add_argument("--trainers", nargs="+", help=f"trainer names, or 'all' registered prompt trainers (default: "
                                                  f"{' '.join(DEFAULT_TRAINERS)}; unregistered ones are skipped)")

@@ -130,6 +130,15 @@ def random_open_clip(arch: str, device: torch.device, seed: int = 0) -> nn.Modul
     return wrap_open_clip(model, name, arch).cpu().eval()
 
 
+def arch_arg(value: str) -> str:
+    """argparse type of ``--arch``: an ``ARCHS`` name or ``open_clip:ARCH[/PRETRAINED]``."""
+    import argparse
+
+    if value in ARCHS or value.startswith("open_clip:"):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: choose from {', '.join(ARCHS)} or open_clip:ARCH[/PRETRAINED]")
+
+
 def arch_resolution(arch: str) -> int:
     """Input resolution of a benchmark backbone (an ``ARCHS`` name or ``open_clip:ARCH[/...]``)."""
     if arch.startswith("open_clip:"):
