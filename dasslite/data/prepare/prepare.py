@@ -197,8 +197,9 @@ def prepare_dataset(recipe: Recipe, root: str, options: Optional[PrepareOptions]
 
 
 def _forget_steps(path: str) -> None:
-    """Mark every recorded step as to be redone (the folder stays ours: its files may be replaced)."""
-    write_json_atomic(path, {key: "started" for key in _read_json(path)})
+    """Mark every recorded step as to be redone (a folder we made stays ours; a user's folder stays the user's)."""
+    if os.path.exists(path):
+        write_json_atomic(path, {key: "started" for key in _read_json(path)})
 
 
 def _format_counts(counts: Dict[str, int]) -> str:
