@@ -38,7 +38,7 @@ WAYS = ("reference", "truncated", "prefix", "buckets")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="ViT-B/16", choices=list(H.ARCHS))
+    p.add_argument("--arch", default="ViT-B/16", type=H.arch_arg, help="an ARCHS name or open_clip:ARCH")
     p.add_argument("--classes", nargs="+", type=int, default=[100, 1000])
     p.add_argument("--n-ctx", type=int, default=4, help="learnable context tokens (default 4, 'a photo of a')")
     p.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))

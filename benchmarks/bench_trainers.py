@@ -45,7 +45,8 @@ FULL = dict(arch=["ViT-B/16", "ViT-L/14"], classes=[100, 1000], batch=32, steps=
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", nargs="+", choices=list(H.ARCHS), help="backbones (default: ViT-B/16 ViT-L/14)")
+    p.add_argument("--arch", nargs="+", type=H.arch_arg, help="backbones: " + ", ".join(H.ARCHS) + ", or "
+                   "open_clip:ARCH (random weights) / open_clip:ARCH/PRETRAINED (default: ViT-B/16 ViT-L/14)")
     p.add_argument("--classes", nargs="+", type=int, help="class counts C (default: 100 1000)")
     p.add_argument("--trainers", nargs="+", help=f"trainer names, or 'all' registered prompt trainers (default: "
                                                  f"{' '.join(DEFAULT_TRAINERS)}; unregistered ones are skipped)")
@@ -208,7 +209,7 @@ def run_path(path: str, cls, arch: str, n_cls: int, args, config_file: Optional[
 
 def run_case(name: str, cls, arch: str, n_cls: int, args, config_file: Optional[str], master: torch.nn.Module,
              device: torch.device) -> Dict[str, Any]:
-    resolution = H.ARCHS[arch]["image_resolution"]
+    resolution = H.arch_resolution(arch)
     train = synthetic_batch(args.batch, n_cls, resolution, device, args.seed + 1)
     evaluation = synthetic_batch(args.eval_batch, n_cls, resolution, device, args.seed + 2)
     n_probe = min(8, args.eval_batch)

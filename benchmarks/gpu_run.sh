@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/gpu_run.sh                              # ViT-B/16 only: a few minutes on one H100/H200
 #   ARCHS="ViT-B/16 ViT-L/14" bash benchmarks/gpu_run.sh    # both backbones: about twice as long
+#   ARCHS="open_clip:ViT-B-16" bash benchmarks/gpu_run.sh   # an open_clip architecture, random weights
 #
 # Each timed phase stops after MAX_CASE_S seconds (default 10; at least one step is always kept), which bounds the
 # slow reference paths at C = 1000. Extra arguments go to every measuring call (e.g. --trainers CoOp MoCoOp).

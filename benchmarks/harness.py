@@ -103,12 +103,53 @@ def random_clip(arch: str, device: torch.device, seed: int = 0) -> nn.Module:
     from dasslite.clip._import import import_clip
     from dasslite.clip.tiny import build_tiny_clip
 
+    if arch.startswith("open_clip:"):
+        return random_open_clip(arch, device, seed)
     if arch not in ARCHS:
-        raise KeyError(f'unknown arch "{arch}"; known: {", ".join(ARCHS)}')
+        raise KeyError(f'unknown arch "{arch}"; known: {", ".join(ARCHS)} or open_clip:ARCH[/PRETRAINED]')
     with (torch.device(device) if device.type == "cuda" else nullcontext()):
         model = build_tiny_clip(**ARCHS[arch], seed=seed)
     import_clip().model.convert_weights(model)
     return model.cpu().eval()
+
+
+def random_open_clip(arch: str, device: torch.device, seed: int = 0) -> nn.Module:
+    """``open_clip:ARCH``: that open_clip architecture with random weights (built in code, never downloaded), fp16
+    like OpenAI's; ``open_clip:ARCH/PRETRAINED`` or ``/PATH``: loaded as ``MODEL.BACKBONE.NAME`` would load it."""
+    import open_clip
+
+    from dasslite.clip import load_clip
+    from dasslite.clip.open_clip_backbone import parse_open_clip_backbone, wrap_open_clip
+
+    name, pretrained = parse_open_clip_backbone(arch)
+    if pretrained:
+        return load_clip(arch).eval()
+    with torch.random.fork_rng(devices=[]), (torch.device(device) if device.type == "cuda" else nullcontext()):
+        torch.manual_seed(seed)
+        model = open_clip.create_model(name, pretrained=None)
+    return wrap_open_clip(model, name, arch).cpu().eval()
+
+
+def arch_arg(value: str) -> str:
+    """argparse type of ``--arch``: an ``ARCHS`` name or ``open_clip:ARCH[/PRETRAINED]``."""
+    import argparse
+
+    if value in ARCHS or value.startswith("open_clip:"):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: choose from {', '.join(ARCHS)} or open_clip:ARCH[/PRETRAINED]")
+
+
+def arch_resolution(arch: str) -> int:
+    """Input resolution of a benchmark backbone (an ``ARCHS`` name or ``open_clip:ARCH[/...]``)."""
+    if arch.startswith("open_clip:"):
+        import open_clip
+
+        from dasslite.clip.open_clip_backbone import parse_open_clip_backbone
+
+        size = (open_clip.get_model_config(parse_open_clip_backbone(arch)[0]) or {}).get("vision_cfg", {})
+        size = size.get("image_size", 224)
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+    return ARCHS[arch]["image_resolution"]
 
 
 def prompt_trainer_names(registry) -> List[str]:
@@ -161,7 +202,7 @@ def build_cfg(trainer_cls: type, arch: str, config_file: Optional[str], prec: Op
     extend_cfg(cfg)
     if config_file:
         merge_from_file_checked(cfg, config_file)
-    resolution = ARCHS[arch]["image_resolution"]
+    resolution = arch_resolution(arch)
     cfg.TRAINER.NAME = trainer_cls.__name__
     cfg.DATASET.NAME = "ImageNet"  # zero-shot template "a photo of a {}." and any per-dataset template list
     cfg.MODEL.BACKBONE.NAME = f"random-weight {arch}"

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from ._import import import_clip
 from .download import available_backbones, backbone_urls, default_cache_dir, download_checkpoint
+from .open_clip_backbone import is_open_clip_backbone, load_open_clip
 
 TEXT_KEYS = ("token_embedding.weight", "positional_embedding", "ln_final.weight", "ln_final.bias",
              "text_projection", "logit_scale", "transformer.resblocks.0.attn.in_proj_weight")
@@ -148,6 +149,9 @@ def load_clip_file(path: Union[str, Path]) -> nn.Module:
 
 def load_clip(backbone: str, device: Union[str, torch.device] = "cpu",
               download_root: Optional[Union[str, Path]] = None) -> nn.Module:
-    """CLIP for a backbone name (RN50, ViT-B/16, ...; downloaded and cached) or a checkpoint path, in eval mode."""
+    """CLIP for a backbone name (RN50, ViT-B/16, ...; downloaded and cached), a checkpoint path, or an open_clip
+    model (``open_clip:ARCH/PRETRAINED`` or ``open_clip:ARCH/PATH``, see ``open_clip_backbone``), in eval mode."""
+    if is_open_clip_backbone(backbone):
+        return load_open_clip(backbone).to(device).eval()
     model = load_clip_file(resolve_checkpoint(backbone, download_root))
     return model.to(device).eval()

@@ -339,6 +339,11 @@ class TextEncoder(nn.Module):
         """CoOp's TextEncoder verbatim in behaviour: all positions, CLIP's own blocks and 77x77 mask."""
         dtype = self.dtype
         x = prompts.type(dtype) + self.positional_embedding.type(dtype)
-        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
+        if getattr(self.transformer, "batch_first", False):  # open_clip: batch-first blocks, causal mask passed in
+            length = x.shape[1]
+            mask = torch.full((length, length), float("-inf"), dtype=dtype, device=x.device).triu(1)
+            x = self.transformer(x, attn_mask=mask)
+        else:
+            x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
         x = self.ln_final(x).type(dtype)
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
