@@ -5,8 +5,8 @@
     python -m dasslite.sweep xd       --trainer T [--source imagenet] [--targets D ...] [--shots 16] [COMMON] [-- ...]
     python -m dasslite.sweep dg       --trainer T [--source imagenet] [--targets D ...] [--shots 16] [COMMON] [-- ...]
     COMMON: [--seeds 1 2 3] [--cfg C] [--config-file F] [--data DATA] [--output output] [--load-epoch E]
-            [--gpus 0,1] [--dry-run] [--zero-shot] [--ci95]   (fewshot has no --load-epoch: it evaluates nothing
-            after training)
+            [--gpus 0,1] [--dry-run] [--zero-shot] [--ci95] [--no-feature-cache]   (fewshot has no --load-epoch:
+            it evaluates nothing after training)
 
 Every protocol loops over the seeds; ``<T>`` is the trainer, ``<cfg>`` the recipe, ``<K>`` the shots:
 
@@ -776,6 +776,8 @@ def resolve_spec(args, environ: Optional[Dict[str, str]] = None,
     if len(args.extra_opts) % 2:
         raise SweepUsageError(f"extra opts must be KEY VALUE pairs, got {args.extra_opts}")
     opts += list(args.extra_opts)
+    if getattr(args, "no_feature_cache", False):
+        opts += ["FEATURE_CACHE.ENABLED", "False"]
     seeds = list(args.seeds)  # parse_args has de-duplicated and checked them
     spec = SweepSpec(protocol=args.protocol, trainer=args.trainer, cfg=cfg, dataset=dataset, shots=shots,
                      seeds=seeds, data_root=data_root, config_file=_rel(tr_cfg, cwd),
@@ -816,6 +818,8 @@ def _add_common_args(p: argparse.ArgumentParser, evaluates: bool = True) -> None
                         "writes them into <cfg>_zeroshot folders); implied for " + ", ".join(ZERO_SHOT_TRAINERS))
     p.add_argument("--gpus", default=None, help="GPU ids, e.g. 0,1,2,3: one job per GPU (default: $GPUS)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
+    p.add_argument("--no-feature-cache", action="store_true",
+                   help="every run encodes its evaluation images (passes FEATURE_CACHE.ENABLED False)")
     p.add_argument("--ci95", action="store_true", help="the final table shows 95%% CIs instead of std")
     p.add_argument("--repo-root", default=None, help=argparse.SUPPRESS)
     p.add_argument("--train-py", default=None, help="train.py to run (default: the repository's)")

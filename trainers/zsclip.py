@@ -18,6 +18,7 @@ class ZeroshotCLIP(ClipPromptTrainer):
     """Nothing is trained or registered: ``--eval-only`` without ``--model-dir`` just tests."""
 
     CFG_NODE = "ZSCLIP"
+    IMAGE_PATH_FROZEN = True  # frozen, unprompted image encoder: evaluation may reuse cached image features
 
     def templates(self):
         return [template_for(self.cfg.DATASET.NAME)]
