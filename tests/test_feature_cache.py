@@ -259,7 +259,7 @@ data = {"image_features": torch.full((256, 1024), float(value))}
 open(os.path.join(root, me), "w").close()
 while not os.path.exists(os.path.join(root, other)):  # start together: the writes overlap
     time.sleep(0.01)
-end = time.time() + 3.0
+end = time.time() + 1.5
 while time.time() < end:
     store.put(key, data)
     got = store.get(key)

@@ -23,6 +23,9 @@ from typing import Iterator, Optional
 import torch
 from torch.utils.data import SequentialSampler
 
+from dasslite.clip.download import backbone_urls, default_cache_dir as clip_cache_dir
+from dasslite.prompting.model import ClipClassifier
+
 from .cache import FeatureStore, default_cache_dir, default_max_gb, key_digest
 from .key import build_key, weights_digest
 
@@ -53,8 +56,6 @@ def cache_settings(cfg) -> CacheSettings:
 def frozen_model_refusal(model) -> Optional[str]:
     """Why ``model``'s image path cannot be cached (None: it can): it must be a ``ClipClassifier`` (the hooks live
     there) whose image encoder has no trainable parameter."""
-    from dasslite.prompting.model import ClipClassifier
-
     if not isinstance(model, ClipClassifier):
         return f"{type(model).__name__} is not a ClipClassifier"
     tuned = [n for n, p in model.image_encoder.named_parameters() if p.requires_grad]
@@ -79,11 +80,9 @@ def checkpoint_file(backbone: str) -> Optional[str]:
     path = Path(str(backbone)).expanduser()
     if path.is_file():
         return str(path)
-    from dasslite.clip.download import backbone_urls, default_cache_dir as clip_dir
-
     url = backbone_urls().get(str(backbone))
     if url:
-        candidate = Path(clip_dir()).expanduser() / os.path.basename(url.rstrip("/"))
+        candidate = Path(clip_cache_dir()).expanduser() / os.path.basename(url.rstrip("/"))
         if candidate.is_file():
             return str(candidate)
     return None

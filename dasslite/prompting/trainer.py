@@ -174,10 +174,10 @@ class ClipPromptTrainer(*_BASES):
         features come from the persistent cache where the trainer allows it (``image_feature_cache``)."""
         cache = getattr(self.model, "cached_class_features", None)
         with ExitStack() as stack:
+            stack.enter_context(image_feature_cache(self, split))
             if cache is not None:
                 with self.autocast():
                     stack.enter_context(cache())
-            stack.enter_context(image_feature_cache(self, split))
             return evaluate_split(self, split)
 
     def load_model_state(self, name: str, module: nn.Module, checkpoint: dict, path: str) -> None:
