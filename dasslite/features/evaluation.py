@@ -150,16 +150,19 @@ def image_feature_cache(trainer, split: Optional[str] = None) -> Iterator[None]:
 
     store = FeatureStore(settings.root, settings.max_bytes)
     items = loader.dataset.data_source
-    key = build_key(outputs=ENCODER_OUTPUTS, weights_sha256=weights_digest(weights, store.root),
-                    image_paths=[d.impath for d in items], transform=loader.dataset.transform,
-                    precision=trainer.precision, dtype=model.dtype, device=trainer.device,
-                    batch_size=loader.batch_size)
-    digest = key_digest(key)
     try:
+        key = build_key(outputs=ENCODER_OUTPUTS, weights_sha256=weights_digest(weights, store.root),
+                        image_paths=[d.impath for d in items], transform=loader.dataset.transform,
+                        precision=trainer.precision, dtype=model.dtype, device=trainer.device,
+                        batch_size=loader.batch_size)
         stored = store.get(key)
-    except OSError as exc:
-        print(f"Feature cache: cannot read {store.root} ({exc}); encoding the images")
-        stored = None
+    except OSError as exc:  # an unreadable image fails the evaluation itself, with the loader's own error
+        reason = f"{type(exc).__name__}: {exc}"
+        print(f"Feature cache: not used ({reason})")
+        yield
+        _annotate(trainer, {"state": "not used", "reason": reason, "seconds": round(time.perf_counter() - start, 3)})
+        return
+    digest = key_digest(key)
     if stored is not None and OUTPUT_NAME in stored and stored[OUTPUT_NAME].shape[0] == len(items):
         print(f"Feature cache: image features of the {len(items)} evaluation images come from the cache "
               f"(entry {digest[:12]} in {store.root}); no image is decoded or encoded")
