@@ -48,7 +48,7 @@ def cache_settings(cfg) -> CacheSettings:
     root = (node.DIR if node is not None else "") or default_cache_dir()
     max_gb = (node.MAX_GB if node is not None else 0) or default_max_gb()
     if max_gb < 0:
-        raise ValueError(f"FEATURE_CACHE.MAX_GB must be >= 0 (0 = ${'DASSLITE_FEATURE_CACHE_MAX_GB'} or the default), "
+        raise ValueError("FEATURE_CACHE.MAX_GB must be >= 0 (0 = $DASSLITE_FEATURE_CACHE_MAX_GB or the default), "
                          f"got {max_gb}")
     return CacheSettings(enabled, os.path.abspath(os.path.expanduser(root)), int(max_gb * 1e9))
 
