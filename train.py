@@ -55,6 +55,8 @@ def reset_cfg(cfg, args) -> None:
         cfg.MODEL.BACKBONE.NAME = args.backbone
     if args.head:
         cfg.MODEL.HEAD.NAME = args.head
+    if getattr(args, "no_feature_cache", False):
+        cfg.FEATURE_CACHE.ENABLED = False
 
 
 def setup_cfg(args):
@@ -83,6 +85,7 @@ def run_record(args, cfg, trainer) -> dict:
         **({"perclass_accuracy": res["perclass_accuracy"]} if "perclass_accuracy" in res else {}),
         "total": res["total"],
         "correct": res["correct"],
+        **({"feature_cache": res["feature_cache"]} if "feature_cache" in res else {}),
         "trainer": cfg.TRAINER.NAME,
         "dataset": cfg.DATASET.NAME,
         "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
@@ -150,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("--no-feature-cache", action="store_true",
+                        help="encode every evaluation image (no image-feature cache; = FEATURE_CACHE.ENABLED False)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
     return parser
 

@@ -58,6 +58,9 @@ for arch in $ARCHS; do
     "$PYTHON" benchmarks/bench_text.py --arch "$arch" --device "$DEVICE" --buckets 1 2 3 4 \
         --out "$RESULTS_DIR/text_$name.json" ${TEXT_OPTS:-} || status=$?
 done
+# The image-feature cache on the GPU (seconds): cached == uncached logits per eligible trainer, within the precision's
+# tolerance (the tests run on the GPU when one is visible).
+"$PYTHON" -m pytest -q tests/test_feature_cache.py -k "equal or results_json or misses or corrupt" || status=$?
 if [ ${#files[@]} -gt 0 ]; then
     "$PYTHON" benchmarks/bench_trainers.py --report "${files[@]}" ${README:+--update-readme "$README"} || status=$?
 fi

@@ -7,8 +7,8 @@
     python -m dasslite.sweep osr      --trainer T --dataset D [--shots 16] [--splits 0 1 2 3 4] [--balance none]
                                       [COMMON] [-- ...]   (open-set recognition: see dasslite.sweep_osr)
     COMMON: [--seeds 1 2 3] [--cfg C] [--config-file F] [--data DATA] [--output output] [--load-epoch E]
-            [--gpus 0,1] [--dry-run] [--zero-shot] [--ci95]   (fewshot has no --load-epoch: it evaluates nothing
-            after training)
+            [--gpus 0,1] [--dry-run] [--zero-shot] [--ci95] [--no-feature-cache]   (fewshot has no --load-epoch:
+            it evaluates nothing after training)
     D may be ``all`` (the eleven datasets) or a list ``a,b`` for base2new and fewshot: every dataset's runs in one
     plan and one pool, longest first, with a progress line and one table (``dasslite.sweep_multi``).
 
@@ -798,6 +798,8 @@ def resolve_spec(args, environ: Optional[Dict[str, str]] = None,
     if len(args.extra_opts) % 2:
         raise SweepUsageError(f"extra opts must be KEY VALUE pairs, got {args.extra_opts}")
     opts += list(args.extra_opts)
+    if getattr(args, "no_feature_cache", False):
+        opts += ["FEATURE_CACHE.ENABLED", "False"]
     seeds = list(args.seeds)  # parse_args has de-duplicated and checked them
     spec = SweepSpec(protocol=args.protocol, trainer=args.trainer, cfg=cfg, dataset=dataset, shots=shots,
                      seeds=seeds, data_root=data_root, config_file=_rel(tr_cfg, cwd),
@@ -844,6 +846,8 @@ def _add_common_args(p: argparse.ArgumentParser, evaluates: bool = True) -> None
                         "writes them into <cfg>_zeroshot folders); implied for " + ", ".join(ZERO_SHOT_TRAINERS))
     p.add_argument("--gpus", default=None, help="GPU ids, e.g. 0,1,2,3: one job per GPU (default: $GPUS)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
+    p.add_argument("--no-feature-cache", action="store_true",
+                   help="every run encodes its evaluation images (passes FEATURE_CACHE.ENABLED False)")
     p.add_argument("--ci95", action="store_true", help="the final table shows 95%% CIs instead of std")
     p.add_argument("--paper", action="store_true", help="the final table puts the published numbers beside ours")
     p.add_argument("--repo-root", default=None, help=argparse.SUPPRESS)

@@ -28,3 +28,10 @@ def clip_model(tiny_clip_checkpoint):
     from dasslite.clip import load_clip
 
     return load_clip(tiny_clip_checkpoint).float()
+
+
+@pytest.fixture(autouse=True)
+def isolated_feature_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty image-feature cache (never ~/.cache, never another test's entries), also for
+    the train.py processes it starts (they inherit the environment)."""
+    monkeypatch.setenv("DASSLITE_FEATURE_CACHE", str(tmp_path_factory.mktemp("feature_cache")))

@@ -31,6 +31,7 @@ def add_cocoop_config(cfg) -> None:
 @TRAINER_REGISTRY.register()
 class CoCoOp(ClipPromptTrainer):
     CFG_NODE = "COCOOP"
+    IMAGE_PATH_FROZEN = True  # frozen, unprompted image encoder; the text side is conditioned on its output
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)

@@ -20,6 +20,7 @@ def add_coop_config(cfg) -> None:
 @TRAINER_REGISTRY.register()
 class CoOp(ClipPromptTrainer):
     CFG_NODE = "COOP"
+    IMAGE_PATH_FROZEN = True  # frozen, unprompted image encoder: evaluation may reuse cached image features
 
     def build_custom_clip(self, clip_model, classnames):
         c = self.method_cfg

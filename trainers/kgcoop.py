@@ -93,6 +93,7 @@ class KgCoOpCLIP(PromptCLIP):
 @TRAINER_REGISTRY.register()
 class KgCoOp(ClipPromptTrainer):
     CFG_NODE = "KGCOOP"
+    IMAGE_PATH_FROZEN = True  # frozen, unprompted image encoder: evaluation may reuse cached image features
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)

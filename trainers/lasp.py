@@ -101,6 +101,7 @@ class LASPCLIP(PromptCLIP):
 @TRAINER_REGISTRY.register()
 class LASP(VitLayerNormTuning, ClipPromptTrainer):
     CFG_NODE = "LASP"
+    IMAGE_PATH_FROZEN = True  # the image encoder is frozen and unprompted (unless FINETUNE_VIT_LN)
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)

@@ -75,6 +75,7 @@ def decode_definition(buffer: torch.Tensor) -> dict:
 @TRAINER_REGISTRY.register()
 class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
     CFG_NODE = "MOCOOP"
+    IMAGE_PATH_FROZEN = True  # the image encoder is frozen and unprompted (unless FINETUNE_VIT_LN)
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)

@@ -18,6 +18,7 @@ class ZeroshotCLIP(ClipPromptTrainer):
     """Nothing is trained or registered: ``--eval-only`` without ``--model-dir`` just tests."""
 
     CFG_NODE = "ZSCLIP"
+    IMAGE_PATH_FROZEN = True  # frozen, unprompted image encoder: evaluation may reuse cached image features
 
     def templates(self):
         return [template_for(self.cfg.DATASET.NAME)]
@@ -27,7 +28,7 @@ class ZeroshotCLIP(ClipPromptTrainer):
         templates = self.templates()
         print(f"Prompts: {templates}")
         self.model = HardPromptCLIP(clip_model, list(self.dm.dataset.classnames), templates).to(self.device)
-        self.model.eval()
+        self.model.eval().requires_grad_(False)  # nothing learns (and the feature cache sees a frozen encoder)
 
     def train(self):
         raise RuntimeError("ZeroshotCLIP has nothing to train: run it with --eval-only")

@@ -94,5 +94,10 @@ class VitLayerNormTuning:
     def is_trainable(self, param_name: str) -> bool:
         return super().is_trainable(param_name) or param_name in self._vit_ln_names
 
+    def image_cache_refusal(self):
+        if self.method_cfg.FINETUNE_VIT_LN:
+            return f"TRAINER.{self.CFG_NODE}.FINETUNE_VIT_LN tunes the image encoder"
+        return super().image_cache_refusal()
+
     def optim_param_groups(self):
         return scaled_lr_param_groups(self.model, self._vit_ln_names, self.cfg.OPTIM.LR, self.method_cfg.VIT_LN_LR_MULT)

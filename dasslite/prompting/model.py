@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -24,10 +24,19 @@ class ClipClassifier(nn.Module):
         self.text_encoder = TextEncoder(clip_model)
         self.logit_scale = clip_model.logit_scale
         self.dtype = clip_model.dtype
+        # The image-feature cache (dasslite.features): while ``image_outputs_given`` the input of ``forward`` is the
+        # image encoder's stored output instead of an image; ``image_output_hook`` sees every encoder output.
+        self.image_outputs_given = False
+        self.image_output_hook: Optional[Callable[[torch.Tensor], None]] = None
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        """L2-normalised image features [B, E]."""
-        return l2_normalize(self.image_encoder(image.type(self.dtype)))
+        """L2-normalised image features [B, E] (normalised here in both the cached and the uncached path)."""
+        if self.image_outputs_given:
+            return l2_normalize(image)
+        raw = self.image_encoder(image.type(self.dtype))
+        if self.image_output_hook is not None:
+            self.image_output_hook(raw)
+        return l2_normalize(raw)
 
     def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """Scaled cosine similarities [B, C]."""

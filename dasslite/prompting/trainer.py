@@ -8,7 +8,7 @@ trainable state only. It runs on real Dassl or on the built-in engine (``dasslit
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager, nullcontext
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -17,6 +17,7 @@ from dasslite.clip import load_clip
 from dasslite.compat import TrainerX, compute_accuracy
 from dasslite.engine.checkpointing import CheckpointingMixin
 from dasslite.engine.trainer import evaluate_split
+from dasslite.features import image_feature_cache
 from dasslite.optim import build_lr_scheduler, build_optimizer
 from dasslite.utils.checkpoint import check_state_dict_compat, load_pretrained_weights
 
@@ -32,6 +33,9 @@ class ClipPromptTrainer(*_BASES):
 
     CFG_NODE: str = ""
     MODEL_NAME = "prompt_learner"  # the registered module: checkpoint sub-folder, the only module set to train()
+    # True only where the image path is frozen and prompt-independent: evaluation then reuses cached image-encoder
+    # outputs (dasslite.features). Opt-in, so a method that prompts or tunes the image encoder never reads them.
+    IMAGE_PATH_FROZEN = False
 
     # -- config ----------------------------------------------------------------------------------------------
     @property
@@ -160,6 +164,10 @@ class ClipPromptTrainer(*_BASES):
         with self.autocast():
             return self.model(input).float()
 
+    def image_cache_refusal(self) -> Optional[str]:
+        """Why evaluation must not use the image-feature cache, or None when it may (override to refuse a config)."""
+        return None if self.IMAGE_PATH_FROZEN else f"{type(self).__name__} does not declare IMAGE_PATH_FROZEN"
+
     @contextmanager
     def eval_cache(self):
         """The class features encoded once for the block (when the model can cache them), under the same autocast
@@ -172,8 +180,9 @@ class ClipPromptTrainer(*_BASES):
             yield
 
     def test(self, split=None):
-        """Evaluate with the class features encoded once (``eval_cache``); open-set evaluation uses the same."""
-        with self.eval_cache():
+        """Evaluate with the class features encoded once (``eval_cache``; open-set evaluation uses the same) and,
+        where the trainer allows it, image features from the persistent cache (``image_feature_cache``)."""
+        with image_feature_cache(self, split), self.eval_cache():
             return evaluate_split(self, split)
 
     def load_model_state(self, name: str, module: nn.Module, checkpoint: dict, path: str) -> None:

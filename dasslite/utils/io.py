@@ -3,21 +3,25 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 
 @contextmanager
-def atomic_path(path: str) -> Iterator[str]:
+def atomic_path(path: str, unique: bool = False) -> Iterator[str]:
     """Yield a temporary path beside ``path``; rename it into place (mode 0644) if the block succeeds, else delete it.
 
     The temporary name is derived from ``path`` (not random), so writers that embed their file name (``torch.save``)
-    produce the same bytes for the same content.
+    produce the same bytes for the same content. ``unique`` adds the process id and a random token instead, for
+    files that several processes may write at once (the feature cache): each writes its own temporary file and the
+    last rename wins, so a reader only ever sees one writer's complete file.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp")
+    token = f".{os.getpid()}.{uuid.uuid4().hex[:12]}" if unique else ""
+    tmp = os.path.join(folder, f".{os.path.basename(path)}{token}.tmp")
     try:
         yield tmp
         os.chmod(tmp, 0o644)
@@ -28,21 +32,21 @@ def atomic_path(path: str) -> Iterator[str]:
         raise
 
 
-def write_atomic(path: str, write: Callable[[str], None]) -> str:
+def write_atomic(path: str, write: Callable[[str], None], unique: bool = False) -> str:
     """Call ``write(tmp_path)`` and move the result to ``path`` atomically; returns ``path``."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, unique=unique) as tmp:
         write(tmp)
     return os.fspath(path)
 
 
-def write_bytes_atomic(path: str, data: bytes) -> str:
-    """Write ``data`` to ``path`` atomically; returns ``path``."""
+def write_bytes_atomic(path: str, data: bytes, unique: bool = False) -> str:
+    """Write ``data`` to ``path`` atomically (``unique``: safe with concurrent writers); returns ``path``."""
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
 
-    return write_atomic(path, write)
+    return write_atomic(path, write, unique=unique)
 
 
 def write_text_atomic(path: str, text: str) -> str:
@@ -50,7 +54,7 @@ def write_text_atomic(path: str, text: str) -> str:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: str, payload, **json_kwargs) -> str:
+def write_json_atomic(path: str, payload, unique: bool = False, **json_kwargs) -> str:
     """Write ``payload`` as JSON (default: indent 2) atomically."""
     json_kwargs.setdefault("indent", 2)
 
@@ -59,4 +63,4 @@ def write_json_atomic(path: str, payload, **json_kwargs) -> str:
             json.dump(payload, f, **json_kwargs)
             f.write("\n")
 
-    return write_atomic(path, write)
+    return write_atomic(path, write, unique=unique)
