@@ -112,7 +112,8 @@ def test_gradients_reach_only_prompts_dispatchers_and_heads(eurosat_root, tiny_c
 
 
 # -- dispatchers --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind,top_k", [("gate", 1), ("attention", 1), ("topk", 1), ("topk", 2), ("topk", 3)])
+@pytest.mark.parametrize("kind,top_k", [("gate", 1), ("attention", 1), ("topk", 1), ("topk", 2), ("topk", 3),
+                                        ("none", 1)])
 def test_dispatcher_weights_are_distributions(kind, top_k):
     torch.manual_seed(0)
     widths = [64, 32, 64]
@@ -128,6 +129,8 @@ def test_dispatcher_weights_are_distributions(kind, top_k):
             assert (weights[:, 3] == 0).all()  # no previous prompts at the first prompt layer
         if kind == "topk":
             assert ((weights > 0).sum(-1) == top_k).all()
+        elif kind == "none":  # plain VPT-deep: the expert's own new EPTs
+            assert torch.equal(prompts, new[0].expand(5, -1, -1)) and (weights[:, 0] == 1).all()
         elif kind == "gate":
             assert ((weights > 0).sum(-1) == (5 if has_prev else 4)).all()
 

@@ -16,6 +16,8 @@ Types (``DISPATCHERS``):
   - ``attention``: token-level; each of expert k's N_p new EPTs is a query over all candidate tokens
     (K*N_p EPTs, N_p previous prompts, 1 pooled patch token); prompts = attention-weighted candidates. The source
     weights reported are the attention mass per source, averaged over the N_p queries.
+  - ``none``: no dispatcher, the expert's own new EPTs (plain VPT-deep; the "dispatcher off" ablation and the
+    single-expert baseline of ``benchmarks/bench_pmoe.py``); its source weight is 1.
 Everything is computed in fp32 and returned in the tokens' dtype. The cost is O(B * N_p * (K+1) * N_p * d) per
 dispatcher, negligible next to a ViT block.
 """
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 
 from dasslite.prompting.routing import TopKRouter
 
-DISPATCHERS = ("gate", "attention", "topk")
+DISPATCHERS = ("gate", "attention", "topk", "none")
 CROSS_PROJECTIONS = ("identity", "linear")
 
 
@@ -53,14 +55,17 @@ class PromptDispatcher(nn.Module):
         width = widths[target]
         self.width = width
         self.cross = nn.ModuleList(
-            nn.Identity() if j == target or (w == width and cross_proj == "identity") else nn.Linear(w, width)
+            nn.Identity() if j == target or kind == "none" or (w == width and cross_proj == "identity")
+            else nn.Linear(w, width)
             for j, w in enumerate(widths))
         self.use_prev, self.use_patch = bool(has_prev and use_prev), bool(use_patch)
         # the sources this dispatcher can use, as fixed source ids
         active = list(range(self.num_experts)) + ([self.num_experts] if self.use_prev else []) \
             + ([self.num_experts + 1] if self.use_patch else [])
         self.register_buffer("active", torch.tensor(active, dtype=torch.long), persistent=False)
-        if kind == "attention":
+        if kind == "none":
+            pass
+        elif kind == "attention":
             self.query = nn.Linear(width, attn_dim)
             self.key = nn.Linear(width, attn_dim)
             self.attn_dim = attn_dim
@@ -78,6 +83,10 @@ class PromptDispatcher(nn.Module):
         """``new_prompts``: every expert's new EPTs [N_p, D_j]; ``prev`` [B, N_p, D] or None; ``patch`` [B, D].
         Returns the prompts [B, N_p, D] for the target expert and the source weights [B, K+2] (fp32)."""
         dtype, batch = patch.dtype, patch.shape[0]
+        if self.kind == "none":
+            weights = patch.new_zeros(batch, self.num_experts + 2, dtype=torch.float32)
+            weights[:, self.target] = 1.0
+            return new_prompts[self.target].to(dtype).expand(batch, -1, -1), weights
         eps = torch.stack([proj(p.float()) for proj, p in zip(self.cross, new_prompts)])  # [K, N_p, D]
         n_p = eps.shape[1]
         patch = patch.float()
