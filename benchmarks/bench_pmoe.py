@@ -20,7 +20,6 @@ first prompt layer runs under no_grad and no frozen weight gets a gradient (``da
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

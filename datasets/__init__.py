@@ -3,4 +3,5 @@ from . import (caltech101, dtd, eurosat, fgvc_aircraft, food101, imagenet, image
                imagenet_sketch, imagenetv2, oxford_flowers, oxford_pets, stanford_cars, sun397, ucf101, vtab)
 
 __all__ = ["caltech101", "dtd", "eurosat", "fgvc_aircraft", "food101", "imagenet", "imagenet_a", "imagenet_r",
-           "imagenet_sketch", "imagenetv2", "oxford_flowers", "oxford_pets", "stanford_cars", "sun397", "ucf101", "vtab"]
+           "imagenet_sketch", "imagenetv2", "oxford_flowers", "oxford_pets", "stanford_cars", "sun397", "ucf101",
+           "vtab"]

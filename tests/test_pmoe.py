@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 

@@ -13,7 +13,6 @@ its pooled patch tokens. The paper's method text and code are not public: every 
 """
 import os.path as osp
 
-import torch
 from yacs.config import CfgNode as CN
 
 from clip_templates import template_for
@@ -84,8 +83,9 @@ class PMoE(ClipPromptTrainer):
                               fusion=c.FUSION, prompt_dropout=c.PROMPT_DROPOUT,
                               joint_dim=clip_model.visual.output_dim, joint_residual=c.JOINT_RESIDUAL,
                               text_context=context)
-        print(f"pMoE-style: experts {[f'{e.name} (D={e.width}, {e.depth} blocks, {e.input_size[0]} px)' for e in experts]}"
-              f", {c.N_PROMPTS} prompts at layers {layers}, dispatcher {c.DISPATCHER}, head {c.HEAD}")
+        described = [f"{e.name} (D={e.width}, {e.depth} blocks, {e.input_size[0]} px)" for e in experts]
+        print(f"pMoE-style: experts {described}, {c.N_PROMPTS} prompts at layers {layers}, dispatcher "
+              f"{c.DISPATCHER}, head {c.HEAD}")
         template = template_for(cfg.DATASET.NAME) if c.HEAD == "clip" and context is None else "a photo of a {}."
         return PMoECLIP(clip_model, experts, learner, classnames, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD,
                         template=template)

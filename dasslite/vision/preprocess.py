@@ -26,8 +26,8 @@ class ExpertInput(nn.Module):
         super().__init__()
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f'interpolation "{interpolation}" is not one of {", ".join(INTERPOLATIONS)}')
-        src_mean, src_std = torch.tensor(source_mean, dtype=torch.float64), torch.tensor(source_std, dtype=torch.float64)
-        dst_mean, dst_std = torch.tensor(target_mean, dtype=torch.float64), torch.tensor(target_std, dtype=torch.float64)
+        src_mean, src_std, dst_mean, dst_std = (torch.tensor(v, dtype=torch.float64)
+                                                for v in (source_mean, source_std, target_mean, target_std))
         # raw = x * src_std + src_mean; out = (raw - dst_mean) / dst_std = x * scale + shift
         scale, shift = src_std / dst_std, (src_mean - dst_mean) / dst_std
         self.same_stats = bool((scale - 1).abs().max() < 1e-6 and shift.abs().max() < 1e-6)
