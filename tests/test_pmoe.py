@@ -310,3 +310,30 @@ def test_two_expert_demo_base2new_ends_in_a_base_new_h_table(tmp_path_factory):
     assert f"{2 * base * new / (base + new):.2f}" in table and "| demo" in table
     # zero-shot CLIP on the demo world: 59.3 / 70.7; the CLIP expert's residual head starts from CLIP and learns
     assert base > 65 and new > 65
+
+
+@pytest.mark.parametrize("recipe", ["demo", "vit_b16_ep10_ctxv1", "vtab_vit_b16_ep100"])
+def test_recipes_merge_into_the_config(recipe):
+    import train
+
+    argv = ["--trainer", "PMoE", "--config-file", f"configs/trainers/PMoE/{recipe}.yaml"]
+    cfg = train.setup_cfg(train.build_parser().parse_args(argv))
+    c = cfg.TRAINER.PMOE
+    assert len(c.EXPERTS) == 2 and c.HEAD == ("linear" if recipe.startswith("vtab") else "clip")
+    assert max(c.PROMPT_LAYERS) < (3 if recipe == "demo" else 12)
+
+
+def test_bench_pmoe_smoke_reports_ratios_against_the_single_experts(tmp_path):
+    from benchmarks import bench_pmoe
+
+    out = tmp_path / "pmoe.json"
+    with torch.random.fork_rng(devices=[]):
+        assert bench_pmoe.main(["--smoke", "--device", "cpu", "--repeats", "1", "--out", str(out)]) == 0
+    with open(out) as f:
+        rows = {r["case"]: r for r in json.load(f)["results"]}
+    assert set(rows) == {"single:clip", "single:vit_base_patch16_224.dino", "single:vit_base_patch16_224.mae",
+                         "pmoe:2:gate", "pmoe:3:gate"}
+    three = rows["pmoe:3:gate"]
+    singles = sum(rows[f"single:{n}"]["train_ms"] for n in three["experts"])
+    assert three["train_ratio_vs_sum_of_singles"] == pytest.approx(three["train_ms"] / singles)
+    assert all(r["train_ms"] > 0 and r["eval_ms"] > 0 for r in rows.values())
