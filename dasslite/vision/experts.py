@@ -12,6 +12,8 @@ without prompts), for equality checks.
   ``pretrained=True`` unless asked), optionally loaded from a local checkpoint file through timm's own loader and
   ViT key filter (handles DINO / MAE / MoCo-v3 style ``state_dict``/``model`` nesting, ``module.`` prefixes and
   position-embedding resizing). Pooling is the model's own ``forward_head(pre_logits=True)``.
+timm is imported where a timm expert is built, not at module import: ``train.py`` imports every trainer, and a
+CoOp run should not pay for importing timm.
 """
 from __future__ import annotations
 
