@@ -328,7 +328,7 @@ def test_bench_pmoe_smoke_reports_ratios_against_the_single_experts(tmp_path):
 
     out = tmp_path / "pmoe.json"
     with torch.random.fork_rng(devices=[]):
-        assert bench_pmoe.main(["--smoke", "--device", "cpu", "--repeats", "1", "--out", str(out)]) == 0
+        assert bench_pmoe.main(["--arch", "tiny", "--device", "cpu", "--repeats", "1", "--out", str(out)]) == 0
     with open(out) as f:
         rows = {r["case"]: r for r in json.load(f)["results"]}
     assert set(rows) == {"single:clip", "single:vit_base_patch16_224.dino", "single:vit_base_patch16_224.mae",
