@@ -110,6 +110,15 @@ def test_gradients_reach_only_prompts_dispatchers_and_heads(eurosat_root, tiny_c
     assert stats["loss"] > 0
 
 
+@pytest.mark.parametrize("kind", ["gate", "attention", "topk"])
+def test_low_precision_step_on_cpu(eurosat_root, tiny_clip_checkpoint, tmp_path, kind):
+    """bf16 autocast (what amp does on CUDA, in bf16): mixed dtypes meet in the dispatchers and the token slots."""
+    tr = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, ["TRAINER.PMOE.PREC", "bf16",
+                                                                       "TRAINER.PMOE.DISPATCHER", kind])
+    stats = one_step(tr)[0]
+    assert stats["loss"] > 0 and torch.isfinite(torch.tensor(stats["loss"]))
+
+
 # -- dispatchers --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind,top_k", [("gate", 1), ("attention", 1), ("topk", 1), ("topk", 2), ("topk", 3),
                                         ("none", 1)])

@@ -97,7 +97,7 @@ class PromptDispatcher(nn.Module):
             prompts, weights = self._attend(eps, prev, patch)
         else:
             routing = self.router(F.layer_norm(patch, patch.shape[-1:]))
-            dense = routing.dense_weights()  # [B, S_active]
+            dense = routing.dense_weights().float()  # [B, S_active] (fp32 also under autocast)
             prompts = torch.einsum("bk,knd->bnd", dense[:, :self.num_experts], eps)
             col = self.num_experts
             if self.use_prev:
@@ -123,6 +123,6 @@ class PromptDispatcher(nn.Module):
         k = self.key(F.layer_norm(candidates, (width,)))  # [B, S_tok, d]
         attn = (q @ k.transpose(1, 2) / math.sqrt(self.attn_dim)).softmax(dim=-1)  # [B, N_p, S_tok]
         prompts = attn @ candidates
-        per_source = torch.stack([chunk.sum(-1) for chunk in attn.split(sizes, dim=-1)], dim=-1).mean(1)
+        per_source = torch.stack([chunk.sum(-1) for chunk in attn.split(sizes, dim=-1)], dim=-1).mean(1).float()
         weights = patch.new_zeros(batch, n_experts + 2).index_copy(1, self.active, per_source)
         return prompts, weights
