@@ -306,7 +306,7 @@ def test_two_expert_demo_base2new_ends_in_a_base_new_h_table(tmp_path_factory):
                OUTPUT=str(out))
     env.pop("DATA", None)
     proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "pmoe", "base2new.sh"), "demo", "4", "1", "--",
-                           "OPTIM.MAX_EPOCH", "4"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                           "OPTIM.MAX_EPOCH", "2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     table = proc.stdout[proc.stdout.index("Base-to-new"):]
     accs = {}
