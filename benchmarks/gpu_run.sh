@@ -2,7 +2,8 @@
 # The GPU benchmark in one command: every trainer (ZeroshotCLIP, CoOp, MoCoOp, LASP, KgCoOp, CoCoOp) at ViT-B/16,
 # C = 100 and 1000, fast and reference paths; then the results table and the targets (issue 4's, and MoCoOp's two
 # ratios with PASS/FAIL) are printed and written into the results section of benchmarks/README.md. Last, the text
-# core alone (bench_text.py, --buckets 1 2 3 4) into <RESULTS_DIR>/text_<arch>.json.
+# core alone (bench_text.py, --buckets 1 2 3 4) into <RESULTS_DIR>/text_<arch>.json, and pMoE-style's expert scaling
+# (bench_pmoe.py) into <RESULTS_DIR>/pmoe_<arch>.json.
 #
 #   bash benchmarks/gpu_run.sh                              # ViT-B/16 only: a few minutes on one H100/H200
 #   ARCHS="ViT-B/16 ViT-L/14" bash benchmarks/gpu_run.sh    # both backbones: about twice as long
@@ -61,6 +62,14 @@ done
 # The image-feature cache on the GPU (seconds): cached == uncached logits per eligible trainer, within the precision's
 # tolerance (the tests run on the GPU when one is visible).
 "$PYTHON" -m pytest -q tests/test_feature_cache.py -k "equal or results_json or misses or corrupt" || status=$?
+# pMoE-style (bench_pmoe.py, about a minute): 1, 2 and 3 frozen experts of the arch's size (ViT-B/16, or tiny), each
+# K-expert step against the sum of the single-expert VPT-deep steps (target <= 1.15), with peak memory per case.
+for arch in $ARCHS; do
+    case "$arch" in ViT-B/16|tiny) ;; *) continue ;; esac
+    name=$(echo "$arch" | tr 'A-Z' 'a-z' | tr -d '/' | tr '-' '_')
+    "$PYTHON" benchmarks/bench_pmoe.py --arch "$arch" --device "$DEVICE" --dispatchers gate attention topk \
+        --out "$RESULTS_DIR/pmoe_$name.json" || status=$?
+done
 if [ ${#files[@]} -gt 0 ]; then
     "$PYTHON" benchmarks/bench_trainers.py --report "${files[@]}" ${README:+--update-readme "$README"} || status=$?
 fi

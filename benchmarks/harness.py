@@ -187,6 +187,11 @@ def method_settings(cfg, node: str, n_cls: Optional[int]) -> None:
         if n_cls is not None:
             cfg.TRAINER.MOCOOP.TEMPLATE_GROUPS = mocoop_template_groups(n_cls)
         cfg.TRAINER.MOCOOP.EXPERT_USAGE = False  # an analysis written to OUTPUT_DIR after each test(), not the model
+    if node == "PMOE" and "PMOE" in cfg.TRAINER:  # the CLIP expert alone, prompted at every block of the arch
+        depth = ARCHS.get(cfg.MODEL.BACKBONE.NAME.replace("random-weight ", ""), {}).get("vision_layers", 1)
+        cfg.TRAINER.PMOE.EXPERTS, cfg.TRAINER.PMOE.CHECKPOINTS = ["clip"], []
+        cfg.TRAINER.PMOE.PROMPT_LAYERS = list(range(depth))
+        cfg.TRAINER.PMOE.EXPERT_USAGE = False  # (multi-expert timings: benchmarks/bench_pmoe.py)
 
 
 def build_cfg(trainer_cls: type, arch: str, config_file: Optional[str], prec: Optional[str], batch: int,

@@ -286,3 +286,21 @@ def make_imagenet_a_tree(root: str, n_per_class: int = 2) -> str:
 def make_imagenet_r_tree(root: str, n_per_class: int = 2) -> str:
     """``<root>/imagenet-rendition/imagenet-r/<wnid>/*.jpg`` (3 of the 5 classes) + README.txt + classnames."""
     return _imagenet_subset_tree(osp.join(root, "imagenet-rendition"), "imagenet-r", n_per_class)
+
+
+def make_vtab_tree(root: str, task: str = "dtd", n_train: int = 8, n_test: int = 4, num_classes: int = 4) -> str:
+    """``<root>/vtab-1k/<task>/images/*.jpg`` with the four lists (``relative/path label``), as VPT/NOAH ship it."""
+    task_dir = osp.join(root, "vtab-1k", task)
+    lines = {}
+    for split, n in (("train800", n_train), ("val200", max(n_train // 4, 1)), ("test", n_test)):
+        rows = []
+        for i in range(n):
+            rel = f"images/{split}/{i:04d}.jpg"
+            write_image(osp.join(task_dir, rel))
+            rows.append(f"{rel} {i % num_classes}")
+        lines[split] = rows
+    write_text(osp.join(task_dir, "train800.txt"), lines["train800"])
+    write_text(osp.join(task_dir, "val200.txt"), lines["val200"])
+    write_text(osp.join(task_dir, "train800val200.txt"), lines["train800"] + lines["val200"])
+    write_text(osp.join(task_dir, "test.txt"), lines["test"])
+    return task_dir

@@ -11,6 +11,7 @@ from . import coop  # noqa: F401
 from . import kgcoop  # noqa: F401
 from . import lasp  # noqa: F401
 from . import mocoop  # noqa: F401
+from . import pmoe  # noqa: F401
 from . import zsclip  # noqa: F401
 
 __all__ = ["extend_cfg"]

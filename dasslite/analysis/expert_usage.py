@@ -213,6 +213,16 @@ class ExpertUsage:
         self.weights += np.bincount(cells, weights=weight.ravel(), minlength=size).reshape(n_classes, n_experts)
         self.images += np.bincount(labels, minlength=n_classes)
 
+    def update_dense(self, labels, weights) -> None:
+        """Add a batch of dense weights [B, E] (every expert weighted for every image, e.g. a soft gate, or weights
+        averaged over several routers as pMoE's dispatchers): recorded as top-E selections, so ``mean_weight`` is
+        the informative summary and ``selection_rate`` is 1 everywhere."""
+        weights = _as_numpy(weights)
+        if weights.ndim != 2 or weights.shape[1] != self.num_experts:
+            raise ValueError(f"dense weights must have shape [B, {self.num_experts}], got {list(weights.shape)}")
+        index = np.broadcast_to(np.arange(self.num_experts), weights.shape)
+        self.update(labels, index, weights)
+
     def merge(self, other: "ExpertUsage") -> "ExpertUsage":
         """Add ``other``'s counts into this one (in place; returns self). Same experts and k are required.
 
