@@ -93,6 +93,9 @@ class KgCoOpCLIP(PromptCLIP):
 @TRAINER_REGISTRY.register()
 class KgCoOp(ClipPromptTrainer):
     CFG_NODE = "KGCOOP"
+    # the authors' release configures KgCoOp under TRAINER.COOP (its scripts pass N_CTX, CSC, the class position, W)
+    KEY_ALIASES = {f"TRAINER.COOP.{key}": key for key in ("W", "N_CTX", "CSC", "CLASS_TOKEN_POSITION", "CTX_INIT",
+                                                          "PREC")}
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)

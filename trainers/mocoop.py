@@ -83,6 +83,7 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
         self.require_choice(cfg, "ROUTER", ROUTER_TYPES)
         self.require_choice(cfg, "GATE_TARGET", GATE_TARGETS)
         self.require_choice(cfg, "TEXT_LOSS_REDUCTION", TEXT_LOSS_REDUCTIONS)
+        self.require_unused_at_default(cfg, "ROUTER_HIDDEN", c.ROUTER == "mlp", "with ROUTER mlp")
         self.require_non_negative(cfg, "TEXT_LOSS_WEIGHT", "GATE_LOSS_WEIGHT", "BALANCE_LOSS_WEIGHT",
                                   "TEXT_TEMPERATURE", "GATE_BOOST", "VIT_LN_LR_MULT", "TEXT_CHUNK_SIZE")
         if c.GATE_TEMPERATURE <= 0:
