@@ -129,3 +129,38 @@ base2new_sweep() {
   shift 2
   protocol_sweep "$script" base2new "$trainer" "$@"
 }
+
+# lineage_sweep PROTOCOL N KEY1 VALUE1 ... KEYn VALUEn [ARGS...] [-- KEY VALUE ...]: exec `python -m dasslite.sweep
+# PROTOCOL ARGS...` with the n opts (the script's own, from its positionals) before the user's "-- KEY VALUE ...",
+# so the user's extra opts win. Used by the lineage's own scripts (scripts/coop/main.sh, scripts/cocoop/*_*.sh).
+lineage_sweep() {
+  local protocol=$1 n=$2
+  shift 2
+  local fixed=() i
+  for ((i = 0; i < 2 * n; i++)); do
+    fixed+=("$1")
+    shift
+  done
+  local before=() after=() seen=""
+  while [ $# -gt 0 ]; do
+    if [ -z "$seen" ] && [ "$1" = "--" ]; then
+      seen=1
+    elif [ -n "$seen" ]; then
+      after+=("$1")
+    else
+      before+=("$1")
+    fi
+    shift
+  done
+  exec "$PYTHON" -m dasslite.sweep "$protocol" ${before[@]+"${before[@]}"} -- ${fixed[@]+"${fixed[@]}"} \
+    ${after[@]+"${after[@]}"}
+}
+
+# lineage_common_args SEEDS: COMMON_ARGS, the sweep arguments every lineage script shares (seed, output root, CFG and LOADEP if set).
+lineage_common_args() {
+  split_seeds "$1"
+  COMMON_ARGS=(--seeds "${SEED_ARR[@]}" --output "${OUTPUT:-output}")
+  if [ -n "${CFG:-}" ]; then
+    COMMON_ARGS+=(--cfg "$CFG")
+  fi
+}

@@ -46,10 +46,10 @@ def test_every_lineage_recipe_exists_and_loads(trainer):
 
 
 # -- scripts: an ambiguous positional is an error that shows both forms ------------------------------------------
-def _script(*args, data):
-    env = dict(os.environ, PYTHON=sys.executable, DATA=str(data))
+def _script(*args, data, **env_vars):
+    env = dict(os.environ, PYTHON=sys.executable, DATA=str(data), **env_vars)
     return subprocess.run(["bash", os.path.join(REPO, "scripts", *args[0].split("/")), *args[1:]], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("method", ["coop", "cocoop", "mocoop"])
@@ -234,3 +234,58 @@ def test_mocoop_logs_router_load_and_trains_the_correction_vector_at_full_lr(eur
     ln_weight = tr.model.prompt_learner.visual_ln[0].weight
     assert lr_of[id(vector)] == pytest.approx(tr.cfg.OPTIM.LR)
     assert lr_of[id(ln_weight)] == pytest.approx(0.1 * tr.cfg.OPTIM.LR)
+
+
+# -- the lineage's own scripts: same arguments, same folders ----------------------------------------------------
+def _planned_dirs(stdout):
+    return [line.split("--output-dir ", 1)[1].split(" ", 1)[0] for line in stdout.splitlines() if "--output-dir" in line]
+
+
+def test_coop_main_sh_plans_coops_folders_and_opts(tmp_path):
+    proc = _script("coop/main.sh", "caltech101", "rn50_ep50", "middle", "8", "2", "True", "--dry-run", data=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _planned_dirs(proc.stdout) == [f"output/caltech101/CoOp/rn50_ep50_2shots/nctx8_cscTrue_ctpmiddle/"
+                                          f"seed{s}" for s in (1, 2, 3)]
+    assert proc.stdout.count("TRAINER.COOP.N_CTX 8 TRAINER.COOP.CSC True TRAINER.COOP.CLASS_TOKEN_POSITION middle") == 3
+    assert proc.stdout.count("DATASET.NUM_SHOTS 2 DATASET.SUBSAMPLE_CLASSES all") == 3
+    usage = _script("coop/main.sh", "caltech101", "rn50_ep50", data=tmp_path)
+    assert usage.returncode == 2 and "Usage: bash scripts/coop/main.sh DATASET CFG CTP NCTX SHOTS CSC" in usage.stderr
+
+
+def _finish(run_dir):
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        f.write('{"complete": true}')
+
+
+def test_cocoop_xd_scripts_plan_cocoops_folders(tmp_path):
+    out = tmp_path / "out"
+    env_out = {"OUTPUT": str(out)}
+    proc = _script("cocoop/xd_train.sh", "2", "--dry-run", data=tmp_path, **env_out)
+    assert proc.returncode == 0, proc.stderr
+    model = f"{out}/imagenet/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1_16shots/seed2"
+    assert _planned_dirs(proc.stdout) == [model]
+    proc = _script("cocoop/xd_test.sh", "dtd", "2", "--dry-run", data=tmp_path, **env_out)
+    assert proc.returncode == 2
+    assert "no finished training" in proc.stderr and model in proc.stderr
+    _finish(model)
+    proc = _script("cocoop/xd_test.sh", "dtd", "2", "--dry-run", data=tmp_path, LOADEP="10", **env_out)
+    assert proc.returncode == 0, proc.stderr
+    assert _planned_dirs(proc.stdout) == [f"{out}/evaluation/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1_16shots/dtd/seed2"]
+    assert f"--eval-only --model-dir {model} --load-epoch 10" in proc.stdout
+
+
+def test_cocoop_base2new_train_then_test_on_the_demo(tmp_path):
+    """CoCoOp's two scripts, run as its users do (TRAINER=CoOp on the demo world: seconds)."""
+    env = {"OUTPUT": str(tmp_path / "output"), "TRAINER": "CoOp", "SHOTS": "2"}
+    early = _script("cocoop/base2new_test.sh", "demo", "1", data=tmp_path, **env)
+    assert early.returncode == 2 and "run the training phase first" in early.stderr
+    train = _script("cocoop/base2new_train.sh", "demo", "1", data=tmp_path, **env)
+    assert train.returncode == 0, train.stderr[-2000:]
+    base = tmp_path / "output/base2new/train_base/demo/shots_2/CoOp/demo/seed1"
+    assert (base / "results.json").is_file() and not (tmp_path / "output/base2new/test_new").exists()
+    test = _script("cocoop/base2new_test.sh", "demo", "1", data=tmp_path, **env)
+    assert test.returncode == 0, test.stderr[-2000:]
+    new = tmp_path / "output/base2new/test_new/demo/shots_2/CoOp/demo/seed1"
+    assert (new / "results.json").is_file()
+    assert "parse_test_res.py" in test.stdout
