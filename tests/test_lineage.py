@@ -213,9 +213,12 @@ def test_router_load_by_hand():
     load = router_load(routing)
     mean_weight = [(0.75 + 0.5 + 0.75 + 0.5) / 4, (0.25 + 0.25 + 0.5) / 4, 0.5 / 4]
     entropy = -sum(p * math.log(p) for p in mean_weight) / math.log(3)
-    assert load["router_entropy"] == pytest.approx(entropy) and load["router_busiest"] == pytest.approx(1.0)
-    assert load_summary([1.0, 0.0], [1.0, 0.0]) == {"entropy": 0.0, "busiest_expert": 0, "busiest_share": 1.0}
-    assert load_summary([0.5, 0.5], [1.0, 1.0])["entropy"] == pytest.approx(1.0)
+    assert load["router_entropy"] == pytest.approx(entropy)
+    assert load["router_busiest"] == pytest.approx(2.5 / 4) and load["router_picked"] == pytest.approx(1.0)
+    assert load_summary([1.0, 0.0], [1.0, 0.0]) == {"entropy": 0.0, "busiest_expert": 0, "busiest_share": 1.0,
+                                                    "busiest_picked": 1.0}
+    even = load_summary([0.5, 0.5], [1.0, 1.0])
+    assert even["entropy"] == pytest.approx(1.0) and even["busiest_share"] == 0.5
     usage = ExpertUsage(["a", "b"], ["e0", "e1", "e2"])
     usage.update(torch.tensor([0, 1, 0, 1]), indices, weights)
     record = usage.summary()["router_load"]
@@ -229,6 +232,7 @@ def test_mocoop_logs_router_load_and_trains_the_correction_vector_at_full_lr(eur
                              "DATASET.NUM_SHOTS", "2", "TRAINER.MOCOOP.FINETUNE_VIT_LN", "True"])
     summary, _ = one_step(tr)
     assert 0.0 <= summary["router_entropy"] <= 1.0 and 0.0 < summary["router_busiest"] <= 1.0
+    assert summary["router_busiest"] <= summary["router_picked"] <= 1.0
     vector = tr.model.prompt_learner.correction.vector
     lr_of = {id(p): g["initial_lr"] for g in tr.optim.param_groups for p in g["params"]}  # base LR (not warm-up)
     ln_weight = tr.model.prompt_learner.visual_ln[0].weight
@@ -238,7 +242,8 @@ def test_mocoop_logs_router_load_and_trains_the_correction_vector_at_full_lr(eur
 
 # -- the lineage's own scripts: same arguments, same folders ----------------------------------------------------
 def _planned_dirs(stdout):
-    return [line.split("--output-dir ", 1)[1].split(" ", 1)[0] for line in stdout.splitlines() if "--output-dir" in line]
+    lines = [line for line in stdout.splitlines() if "--output-dir" in line]
+    return [line.split("--output-dir ", 1)[1].split(" ", 1)[0] for line in lines]
 
 
 def test_coop_main_sh_plans_coops_folders_and_opts(tmp_path):

@@ -129,7 +129,8 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
         super().load_model_state(name, module, checkpoint, path)
 
     def forward_backward(self, batch):
-        """The base step, plus the batch's router load in the log (``router_entropy``, ``router_busiest``)."""
+        """The base step, plus the batch's router load in the log (``router_entropy``, ``router_busiest``,
+        ``router_picked``: see ``dasslite.prompting.routing.router_load``)."""
         summary = super().forward_backward(batch)
         summary.update(self.model.last_router_load)
         return summary
@@ -158,6 +159,7 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
         print(f"Expert usage written to {', '.join(osp.basename(p) for p in paths)} in {self.cfg.OUTPUT_DIR}")
         load = usage.router_load()
         if load is not None:
-            print(f"Router load: entropy {load['entropy']:.3f} (1 = even over {usage.num_experts} experts), busiest "
-                  f"expert {load['busiest_expert']!r} picked by {100 * load['busiest_share']:.1f}% of the images")
+            print(f"Router load: entropy {load['entropy']:.3f} (1 = even over {usage.num_experts} experts); busiest "
+                  f"expert {load['busiest_expert']!r}: {100 * load['busiest_share']:.1f}% of the routing weight, in "
+                  f"the top-{usage.top_k} of {100 * load['busiest_picked']:.1f}% of the images")
         return result

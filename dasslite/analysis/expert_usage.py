@@ -122,9 +122,10 @@ def load_summary(mean_weight: Sequence[float], selection_rate: Sequence[float]) 
 
     ``mean_weight`` [E]: mean routing weight per image (sums to 1); ``selection_rate`` [E]: fraction of images that
     had the expert among their top-k (sums to k). Returns ``entropy``: the entropy of ``mean_weight`` divided by
-    log E (1 = every expert carries the same weight, 0 = one expert carries all of it; 1 for a single expert),
-    ``busiest_expert`` (index of the highest selection rate, the lower one on ties) and ``busiest_share``: its
-    selection rate (1.0 = every image picked that expert; 1/E·k when the load is even)."""
+    log E (1 = every expert carries the same weight, 0 = one expert carries all of it; 1 for a single expert);
+    ``busiest_expert``: the index with the largest mean weight (the lower one on ties); ``busiest_share``: its share
+    of all routing weight (1/E when even, 1 when it carries everything); ``busiest_picked``: the fraction of images
+    that had it among their top-k (1.0 = every image picked it; with k of E experts at least k/E for some expert)."""
     weights = [float(w) for w in mean_weight]
     rates = [float(r) for r in selection_rate]
     if not weights or len(weights) != len(rates):
@@ -134,9 +135,9 @@ def load_summary(mean_weight: Sequence[float], selection_rate: Sequence[float]) 
         raise ValueError(f"mean weights must be non-negative with a positive sum, got {weights}")
     probs = [w / total for w in weights]
     entropy = -sum(p * math.log(p) for p in probs if p > 0)
-    busiest = max(range(len(rates)), key=lambda e: (rates[e], -e))
-    return {"entropy": entropy / math.log(len(probs)) if len(probs) > 1 else 1.0,
-            "busiest_expert": busiest, "busiest_share": rates[busiest]}
+    busiest = max(range(len(probs)), key=lambda e: (probs[e], -e))
+    return {"entropy": entropy / math.log(len(probs)) if len(probs) > 1 else 1.0, "busiest_expert": busiest,
+            "busiest_share": probs[busiest], "busiest_picked": rates[busiest]}
 
 
 class ExpertUsage:

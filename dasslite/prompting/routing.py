@@ -84,13 +84,15 @@ class TopKRouter(nn.Module):
 
 
 def router_load(routing: Routing) -> dict:
-    """A batch's router load for the training log: ``router_entropy`` (normalised entropy of the mean routing
-    weight, 1 = even) and ``router_busiest`` (share of the images that picked the busiest expert), as floats."""
+    """A batch's router load for the training log (``load_summary``): ``router_entropy`` (normalised entropy of the
+    mean routing weight, 1 = even), ``router_busiest`` (the busiest expert's share of the routing weight) and
+    ``router_picked`` (the fraction of images that had that expert among their top-k), as floats."""
     with torch.no_grad():
         mean_weight = routing.dense_weights().float().mean(0)
         picked = torch.zeros_like(routing.logits, dtype=torch.float32).scatter(-1, routing.indices, 1.0)
         summary = load_summary(mean_weight.tolist(), picked.mean(0).tolist())
-    return {"router_entropy": summary["entropy"], "router_busiest": summary["busiest_share"]}
+    return {"router_entropy": summary["entropy"], "router_busiest": summary["busiest_share"],
+            "router_picked": summary["busiest_picked"]}
 
 
 def load_balancing_loss(routing: Routing) -> torch.Tensor:
