@@ -93,11 +93,12 @@ def test_kgcoop_release_keys_are_aliased_onto_ours():
     k = cfg.TRAINER.KGCOOP
     assert (k.N_CTX, k.CSC, k.CLASS_TOKEN_POSITION, k.W, k.CTX_INIT) == (8, True, "middle", 2.0, "a photo of a")
     assert len(notes) == 5 and cfg.is_frozen()
-    # at its fork default W stays ours
-    cfg = _cfg()
+    # at their fork defaults (KgCoOp's train.py: W 1.0, CTX_INIT False) our recipe's values stay
+    cfg = _cfg(TRAINER__KGCOOP__CTX_INIT="a photo of a")
     cfg.TRAINER.COOP.W = 1.0
-    resolve_foreign_keys(cfg, "KGCOOP", "KgCoOp", trainers.kgcoop.KgCoOp.KEY_ALIASES)
-    assert cfg.TRAINER.KGCOOP.W == 8.0
+    cfg.TRAINER.COOP.CTX_INIT = False
+    assert resolve_foreign_keys(cfg, "KGCOOP", "KgCoOp", trainers.kgcoop.KgCoOp.KEY_ALIASES) == []
+    assert (cfg.TRAINER.KGCOOP.W, cfg.TRAINER.KGCOOP.CTX_INIT) == (8.0, "a photo of a")
 
 
 def test_foreign_keys_without_alias_are_errors():

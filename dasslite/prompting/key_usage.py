@@ -11,7 +11,8 @@ trainer node whose value differs from its default and
 - otherwise raises an error naming the key that was set and the key to use instead.
 
 Defaults are this library's (``get_cfg_default`` + every registered ``add_<method>_config``). Keys a fork declares
-that this library does not (KgCoOp's ``TRAINER.COOP.W``, default 1.0) are compared with ``FORK_DEFAULTS``.
+that this library does not (KgCoOp's ``TRAINER.COOP.W``, default 1.0), and a fork's own defaults (KgCoOp's boolean
+``CTX_INIT False``), are compared with ``FORK_DEFAULTS``.
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from dasslite.config import get_cfg_default
 from .config import extend_cfg
 from .prompt_learner import count_tokens
 
-# Keys other lineages' train.py declare that ours do not, with their defaults there (KgCoOp's extend_cfg).
-FORK_DEFAULTS: Dict[str, object] = {"TRAINER.COOP.W": 1.0, "TRAINER.COOP.ALPHA": 1.0}
+# Defaults other lineages' train.py give keys (KgCoOp's extend_cfg: W and ALPHA, which ours lack, and boolean
+# CTX_INITs): a key at one of them was not set by the user.
+FORK_DEFAULTS: Dict[str, tuple] = {"TRAINER.COOP.W": (1.0,), "TRAINER.COOP.ALPHA": (1.0,),
+                                   "TRAINER.COOP.CTX_INIT": (False,), "TRAINER.COCOOP.CTX_INIT": (False,)}
 # KgCoOp's CTX_INIT is a bool: any true value means its hard-coded "a photo of a", false means none.
 BOOL_CTX_INIT = {True: "a photo of a", False: ""}
 
@@ -59,11 +62,11 @@ def set_foreign_keys(cfg: CfgNode, node: str, defaults: CfgNode) -> Dict[str, ob
             full = f"TRAINER.{other}.{key}"
             if isinstance(value, CfgNode):
                 continue
-            if key in reference:
-                if value == reference[key]:
-                    continue
-            elif full not in FORK_DEFAULTS or value == FORK_DEFAULTS[full]:
-                continue  # a fork's key we know nothing about, or at its fork default
+            if key not in reference and full not in FORK_DEFAULTS:
+                continue  # a fork's key we know nothing about
+            if (key in reference and value == reference[key]) or any(
+                    type(value) is type(d) and value == d for d in FORK_DEFAULTS.get(full, ())):
+                continue  # at our default or at the fork's
             found[full] = value
     return found
 
