@@ -49,6 +49,10 @@ Re-running is safe:
   * a train.py that fails (non-zero exit, or exit 0 without a complete results.json) stops the sweep with an
     error naming the run folder and its log.txt; the sweep exits non-zero. Re-run the same command to continue.
 
+``--phase P ...`` runs only those phases (an evaluation whose training is left out needs it finished) and
+``--layout PHASE=TEMPLATE`` writes a phase's runs where the lineage's own scripts did (``dasslite.run_layout``);
+either way the table is not printed (``parse_test_res.py`` on the folders reads the seeds).
+
 Extra ``KEY VALUE`` opts after ``--`` go to every run. They do not change the folder names, so a finished run
 made with other opts is still skipped: use a different ``--output`` (or ``--cfg``) for a variant.
 
