@@ -286,10 +286,11 @@ def test_cocoop_base2new_train_then_test_on_the_demo(tmp_path):
     env = {"OUTPUT": str(tmp_path / "output"), "TRAINER": "CoOp", "SHOTS": "2"}
     early = _script("cocoop/base2new_test.sh", "demo", "1", data=tmp_path, **env)
     assert early.returncode == 2 and "run the training phase first" in early.stderr
-    train = _script("cocoop/base2new_train.sh", "demo", "1", data=tmp_path, **env)
+    train = _script("cocoop/base2new_train.sh", "demo", "1", "--", "OPTIM.MAX_EPOCH", "1", data=tmp_path, **env)
     assert train.returncode == 0, train.stderr[-2000:]
     base = tmp_path / "output/base2new/train_base/demo/shots_2/CoOp/demo/seed1"
     assert (base / "results.json").is_file() and not (tmp_path / "output/base2new/test_new").exists()
+    assert (base / "prompt_learner" / "model.pth.tar-1").is_file()  # the user's opts after -- reached train.py
     test = _script("cocoop/base2new_test.sh", "demo", "1", data=tmp_path, **env)
     assert test.returncode == 0, test.stderr[-2000:]
     new = tmp_path / "output/base2new/test_new/demo/shots_2/CoOp/demo/seed1"
