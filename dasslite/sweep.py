@@ -55,6 +55,10 @@ Re-running is safe:
   * a train.py that fails (non-zero exit, or exit 0 without a complete results.json) stops the sweep with an
     error naming the run folder and its log.txt; the sweep exits non-zero. Re-run the same command to continue.
 
+``--phase P ...`` runs only those phases (an evaluation whose training is left out needs it finished) and
+``--layout PHASE=TEMPLATE`` writes a phase's runs where the lineage's own scripts did (``dasslite.run_layout``);
+either way the table is not printed (``parse_test_res.py`` on the folders reads the seeds).
+
 Extra ``KEY VALUE`` opts after ``--`` go to every run. They do not change the folder names, so a finished run
 made with other opts is still skipped: use a different ``--output`` (or ``--cfg``) for a variant.
 
@@ -85,6 +89,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from dasslite import results as results_mod
 from dasslite import sweep_slurm
 from dasslite import results_osr, sweep_osr
+from dasslite import run_layout
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ZERO_SHOT_TRAINERS = results_mod.ZERO_SHOT_TRAINERS  # ("ZeroshotCLIP", "ZeroshotCLIP2")
@@ -262,6 +267,8 @@ class SweepSpec:
     cwd: Optional[str] = None
     splits: List[int] = field(default_factory=lambda: [0])  # osr: the open-set benchmark's class splits
     balance: str = "none"  # osr: OSR.BALANCE
+    layouts: Dict[str, str] = field(default_factory=dict)  # phase -> folder template (dasslite.run_layout)
+    phases: List[str] = field(default_factory=list)  # run only these phases (empty: all)
 
     @property
     def results_root(self) -> str:
@@ -269,7 +276,13 @@ class SweepSpec:
 
     def run_dir(self, seed: int, phase: Optional[str] = None, dataset: Optional[str] = None,
                 shots: Optional[int] = None) -> str:
-        """``<output>/<protocol>[/<phase>]/<ds>/shots_<K>/<T>/<cfg>/seed<S>`` (fewshot has no phase folder)."""
+        """``<output>/<protocol>[/<phase>]/<ds>/shots_<K>/<T>/<cfg>/seed<S>`` (fewshot has no phase folder), or the
+        phase's ``--layout`` template."""
+        template = self.layouts.get(phase or self.protocol)
+        if template is not None:
+            return run_layout.format_run_dir(
+                template, output=self.output, protocol=self.protocol, phase=phase, dataset=dataset or self.dataset,
+                shots=self.shots[0] if shots is None else shots, trainer=self.trainer, cfg=self.cfg, seed=seed)
         parts = [self.output, self.protocol] + ([phase] if phase else [])
         parts += [dataset or self.dataset, f"shots_{self.shots[0] if shots is None else shots}", self.trainer,
                   self.cfg, f"seed{seed}"]
@@ -367,7 +380,23 @@ PLANNERS: Dict[str, Callable[[SweepSpec], List[Job]]] = {  # the protocols
 
 
 def plan(spec: SweepSpec) -> List[Job]:
-    return PLANNERS[spec.protocol](spec)
+    jobs = PLANNERS[spec.protocol](spec)
+    return only_phases(jobs, spec.phases) if spec.phases else jobs
+
+
+def only_phases(jobs: List[Job], phases: Sequence[str]) -> List[Job]:
+    """The jobs of ``phases`` (``--phase``). An evaluation whose training is left out needs that training finished
+    (a complete results.json in its model dir); its dependency is dropped."""
+    kept = [job for job in jobs if job.phase in phases]
+    keys = {job.key for job in kept}
+    for job in kept:
+        dropped = [d for d in job.depends_on if d not in keys]
+        finished = job.model_dir and read_complete_record(osp.join(job.model_dir, results_mod.RESULTS_FILE))
+        if dropped and job.model_dir and finished is None:
+            raise SweepUsageError(f"{job.key} evaluates {job.model_dir}, which holds no finished training (no complete "
+                                  f"{results_mod.RESULTS_FILE}): run the training phase first")
+        job.depends_on = [d for d in job.depends_on if d in keys]
+    return kept
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -802,12 +831,18 @@ def resolve_spec(args, environ: Optional[Dict[str, str]] = None,
     if getattr(args, "no_feature_cache", False):
         opts += ["FEATURE_CACHE.ENABLED", "False"]
     seeds = list(args.seeds)  # parse_args has de-duplicated and checked them
+    try:
+        layouts = run_layout.parse_layouts(getattr(args, "layout", None), args.protocol)
+        phases = run_layout.parse_phases(getattr(args, "phase", None), args.protocol)
+    except run_layout.LayoutError as exc:
+        raise SweepUsageError(str(exc)) from None
     spec = SweepSpec(protocol=args.protocol, trainer=args.trainer, cfg=cfg, dataset=dataset, shots=shots,
                      seeds=seeds, data_root=data_root, config_file=_rel(tr_cfg, cwd),
                      dataset_configs={ds: _rel(p, cwd) for ds, p in ds_paths.items()},
                      dataset_names={ds: read_dataset_name(p) for ds, p in ds_paths.items()}, targets=targets,
                      output=args.output, load_epoch=getattr(args, "load_epoch", None), opts=opts,
-                     zero_shot=zero_shot, python=args.python or sys.executable, train_py=train_py, cwd=cwd)
+                     zero_shot=zero_shot, python=args.python or sys.executable, train_py=train_py, cwd=cwd,
+                     layouts=layouts, phases=phases)
     for target in targets:
         source_bound_opts(spec, target)  # fails now, not half-way, when the source yaml has no DATASET.NAME
     if args.protocol == "osr":
@@ -855,6 +890,11 @@ def _add_common_args(p: argparse.ArgumentParser, evaluates: bool = True) -> None
     p.add_argument("--train-py", default=None, help="train.py to run (default: the repository's)")
     p.add_argument("--python", default=None, help=argparse.SUPPRESS)
     sweep_slurm.add_slurm_args(p)
+    p.add_argument("--phase", nargs="+", default=None, help="run only these phases (base2new: train_base test_new; "
+                                                            "xd/dg: train test); the table is then not printed")
+    p.add_argument("--layout", action="append", default=None, metavar="PHASE=TEMPLATE",
+                   help="run folders of PHASE from TEMPLATE, e.g. the lineage scripts' own layouts "
+                        "(see dasslite.run_layout); the table is then not printed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1000,6 +1040,11 @@ def run_sweep(spec: SweepSpec, runner=None, dry_run: bool = False, ci95: bool = 
     runner = runner if runner is not None else make_runner([], out=out)
     runner.run(jobs)
     print("", file=out)
+    if spec.layouts or spec.phases:  # the tables read the sweep's own layout, over every phase
+        folders = sorted({osp.dirname(job.output_dir) for job in jobs})
+        print("Done. Per-seed results: python parse_test_res.py " + " | ".join(folders)
+              + (" --test-log" if all(job.eval_only for job in jobs) else ""), file=out)
+        return 0
     if getattr(runner, "in_flight", None):  # submitted to a scheduler and not waited for: what is done so far
         print_table_so_far(lambda: collect_tables(spec, ci95, paper), out)
         return 0

@@ -47,11 +47,30 @@ print_usage() {
   exit 2
 }
 
+# refuse_ambiguous_shots SCRIPT DATASET SHOTS: `base2new.sh DATASET 1` (2 or 3) without SEEDS reads like CoCoOp's
+# `base2new_train.sh DATASET SEED`, but here it would train with 1 shot for seeds 1 2 3. Such a call is an error that
+# shows both unambiguous forms; giving SEEDS (`base2new.sh eurosat 1 "1 2 3"`) runs it.
+refuse_ambiguous_shots() {
+  local script=$1 dataset=$2 shots=$3 name
+  case "$shots" in
+    1 | 2 | 3) ;;
+    *) return 0 ;;
+  esac
+  name="scripts/$(basename "$(dirname "$script")")/$(basename "$script")"
+  {
+    echo "error: '$name $dataset $shots' is ambiguous: here the second argument is SHOTS (it would train with" \
+      "$shots shot(s) per class for seeds 1 2 3), but CoCoOp's base2new_train.sh takes a SEED there. Say which:"
+    echo "  $shots shot(s) per class, seeds 1 2 3:  bash $name $dataset $shots \"1 2 3\""
+    echo "  16 shots, seed $shots only:             bash $name $dataset 16 $shots"
+  } >&2
+  exit 2
+}
+
 # protocol_sweep SCRIPT PROTOCOL TRAINER [POSITIONALS] [SEEDS] [SWEEP OPTIONS] [-- KEY VALUE ...]
 # The whole body of a method's <protocol>.sh: runs `python -m dasslite.sweep PROTOCOL` for TRAINER. POSITIONALS by
 # protocol: base2new DATASET SHOTS; fewshot DATASET; xd and dg none (they train on imagenet, see --source). When one
 # is missing, SCRIPT's "Usage:" block is printed. SEEDS (default "1 2 3", also "1,2") is the next argument that is
-# not an option. Environment: CFG (default: the sweep's recipe for TRAINER and the dataset, dasslite.sweep.RECIPES;
+# not an option; base2new with SHOTS 1, 2 or 3 needs it (refuse_ambiguous_shots). Environment: CFG (default: the sweep's recipe for TRAINER and the dataset, dasslite.sweep.RECIPES;
 # demo on the demo dataset), LOADEP (not fewshot), OUTPUT (default: output in the repository root; a relative one is
 # under the caller's folder); DATA (relative: under the caller's folder) and GPUS are read by the sweep.
 protocol_sweep() {
@@ -75,9 +94,10 @@ protocol_sweep() {
     args+=("$flag" "$1")
     shift
   done
-  local seeds="1 2 3"
+  local seeds="1 2 3" seeds_given=""
   if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
     seeds=$1
+    seeds_given=1
     shift
     if [ "${#flags[@]}" -eq 0 ] && [[ ! "$seeds" =~ ^[0-9,\ ]+$ ]]; then
       echo "error: $(basename "$script") takes no DATASET (got '$seeds'): $protocol trains on the source dataset" \
@@ -88,6 +108,9 @@ protocol_sweep() {
       fi
       print_usage "$script"
     fi
+  fi
+  if [ "$protocol" = base2new ] && [ -z "$seeds_given" ]; then
+    refuse_ambiguous_shots "$script" "${args[3]}" "${args[5]}"
   fi
   split_seeds "$seeds"
   args+=(--seeds "${SEED_ARR[@]}" --output "${OUTPUT:-output}")
@@ -162,5 +185,40 @@ osr_sweep() {
     echo
     exec "$PYTHON" -m dasslite.results osr "$output/osr" --dataset demo --shots "$shots" --trainer "${trainers[@]}" \
       --balance "${BALANCE:-none}"
+  fi
+}
+
+# lineage_sweep PROTOCOL N KEY1 VALUE1 ... KEYn VALUEn [ARGS...] [-- KEY VALUE ...]: exec `python -m dasslite.sweep
+# PROTOCOL ARGS...` with the n opts (the script's own, from its positionals) before the user's "-- KEY VALUE ...",
+# so the user's extra opts win. Used by the lineage's own scripts (scripts/coop/main.sh, scripts/cocoop/*_*.sh).
+lineage_sweep() {
+  local protocol=$1 n=$2
+  shift 2
+  local fixed=() i
+  for ((i = 0; i < 2 * n; i++)); do
+    fixed+=("$1")
+    shift
+  done
+  local before=() after=() seen=""
+  while [ $# -gt 0 ]; do
+    if [ -z "$seen" ] && [ "$1" = "--" ]; then
+      seen=1
+    elif [ -n "$seen" ]; then
+      after+=("$1")
+    else
+      before+=("$1")
+    fi
+    shift
+  done
+  exec "$PYTHON" -m dasslite.sweep "$protocol" ${before[@]+"${before[@]}"} -- ${fixed[@]+"${fixed[@]}"} \
+    ${after[@]+"${after[@]}"}
+}
+
+# lineage_common_args SEEDS: COMMON_ARGS, the sweep arguments every lineage script shares (seed, output root, CFG and LOADEP if set).
+lineage_common_args() {
+  split_seeds "$1"
+  COMMON_ARGS=(--seeds "${SEED_ARR[@]}" --output "${OUTPUT:-output}")
+  if [ -n "${CFG:-}" ]; then
+    COMMON_ARGS+=(--cfg "$CFG")
   fi
 }

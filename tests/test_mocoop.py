@@ -272,8 +272,12 @@ def test_model_structure_virtual_classes_and_gate_indexing(eurosat_root, tiny_cl
         used = torch.tensor([1, 4])
         learned = model.expert_features(used)
         assert learned.shape[:2] == (2, 10)
+        # reduced over all 6 experts (the authors' scaling): the 4 experts not encoded count as CE log(10)
+        encoded_mean = text_to_text_loss(learned, protos[used], 1.0).item()
         assert model.text_loss(learned, used).item() == pytest.approx(
-            text_to_text_loss(learned, protos[used], 1.0).item(), rel=1e-6)
+            (2 * encoded_mean + 4 * math.log(10)) / 6, rel=1e-6)
+        model.text_loss_reduction = "encoded"
+        assert model.text_loss(learned, used).item() == pytest.approx(encoded_mean, rel=1e-6)
 
 
 def force_experts(model, experts):

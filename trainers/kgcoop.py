@@ -12,6 +12,10 @@ features w_c and hand-crafted features h_c, with ``TRAINER.KGCOOP.KG_LOSS`` choo
   exactly twice the ``cosine`` term: ``squared_l2`` with W reproduces ``cosine`` with 2W (the paper's lambda 8 is
   the code's W 16).
 
+The authors' release configures KgCoOp under ``TRAINER.COOP``: those keys (``N_CTX``, ``CSC``,
+``CLASS_TOKEN_POSITION``, ``CTX_INIT``, ``PREC``, and ``W`` where a fork declares it) are taken as ``TRAINER.KGCOOP.*``
+with a note in the log (``KEY_ALIASES``, ``dasslite.prompting.key_usage``).
+
 Only the context learns. Differences from the authors' code: no second CLIP copy, no hard-coded CUDA or 512-wide
 unused layers, AMP works, and ``CTX_INIT`` is used as given (their code replaces any truthy value by "a photo of a").
 """
@@ -94,6 +98,9 @@ class KgCoOpCLIP(PromptCLIP):
 class KgCoOp(ClipPromptTrainer):
     CFG_NODE = "KGCOOP"
     IMAGE_PATH_FROZEN = True  # frozen, unprompted image encoder: evaluation may reuse cached image features
+    # the authors' release configures KgCoOp under TRAINER.COOP (its scripts pass N_CTX, CSC, the class position, W)
+    KEY_ALIASES = {f"TRAINER.COOP.{key}": key for key in ("W", "N_CTX", "CSC", "CLASS_TOKEN_POSITION", "CTX_INIT",
+                                                          "PREC")}
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)

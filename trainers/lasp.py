@@ -107,6 +107,7 @@ class LASP(VitLayerNormTuning, ClipPromptTrainer):
         super().check_cfg(cfg)
         c = cfg.TRAINER.LASP
         self.require_choice(cfg, "TEMPLATES", TEMPLATE_SOURCES)
+        self.require_unused_at_default(cfg, "GROUPS_FILE", c.TEMPLATES == "dataset", "with TEMPLATES dataset")
         self.require_non_negative(cfg, "LAMBDA", "TEMPERATURE", "NOISE_STD", "VIT_LN_LR_MULT")
         if not 0 <= c.NOISE_PROB <= 1:
             raise ValueError(f"TRAINER.LASP.NOISE_PROB must be in [0, 1], got {c.NOISE_PROB}")

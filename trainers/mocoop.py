@@ -22,7 +22,7 @@ from dasslite.compat import TRAINER_REGISTRY
 from dasslite.prompting.calibration import VitLayerNormTuning, add_recalibration_keys, attach_recalibration
 from dasslite.prompting.config import add_prompt_common, register_config
 from dasslite.prompting.expert_prompts import ExpertPromptLearner
-from dasslite.prompting.losses import GATE_TARGETS
+from dasslite.prompting.losses import GATE_TARGETS, TEXT_LOSS_REDUCTIONS
 from dasslite.prompting.mixture import MixtureOfPromptsCLIP
 from dasslite.prompting.routing import ROUTER_TYPES, TopKRouter
 from dasslite.prompting.trainer import ClipPromptTrainer
@@ -42,6 +42,7 @@ def add_mocoop_config(cfg) -> None:
     node.BALANCE_LOSS_WEIGHT = 0.0  # load-balancing loss weight (0 = off, the authors')
     node.TEXT_LOSS_WEIGHT = 5.0
     node.TEXT_TEMPERATURE = 1.0  # grouped text loss on cosine / T; 1 = the authors' code; 0 = CLIP's logit scale
+    node.TEXT_LOSS_REDUCTION = "all_experts"  # mean over all experts (the authors' scaling) | encoded (ours before)
     node.GATE_LOSS_WEIGHT = 1.0
     node.GATE_TARGET = "class"  # class: prototypes of the image's own class | agnostic: averaged over classes
     node.GATE_BOOST = 10.0  # added to the k best target scores before the softmax
@@ -82,6 +83,8 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
         c = cfg.TRAINER.MOCOOP
         self.require_choice(cfg, "ROUTER", ROUTER_TYPES)
         self.require_choice(cfg, "GATE_TARGET", GATE_TARGETS)
+        self.require_choice(cfg, "TEXT_LOSS_REDUCTION", TEXT_LOSS_REDUCTIONS)
+        self.require_unused_at_default(cfg, "ROUTER_HIDDEN", c.ROUTER == "mlp", "with ROUTER mlp")
         self.require_non_negative(cfg, "TEXT_LOSS_WEIGHT", "GATE_LOSS_WEIGHT", "BALANCE_LOSS_WEIGHT",
                                   "TEXT_TEMPERATURE", "GATE_BOOST", "VIT_LN_LR_MULT", "TEXT_CHUNK_SIZE")
         if c.GATE_TEMPERATURE <= 0:
@@ -107,7 +110,7 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
             text_loss_weight=c.TEXT_LOSS_WEIGHT, text_temperature=c.TEXT_TEMPERATURE,
             gate_loss_weight=c.GATE_LOSS_WEIGHT, gate_target=c.GATE_TARGET, gate_boost=c.GATE_BOOST,
             gate_temperature=c.GATE_TEMPERATURE, balance_loss_weight=c.BALANCE_LOSS_WEIGHT,
-            encode_all_experts=c.ENCODE_ALL_EXPERTS)
+            encode_all_experts=c.ENCODE_ALL_EXPERTS, text_loss_reduction=c.TEXT_LOSS_REDUCTION)
         model.text_encoder.chunk_size = c.TEXT_CHUNK_SIZE or None
         self.track_vit_layernorms(model, learner)
         return model
@@ -125,6 +128,13 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
                 f"Evaluate with the training experts: set TRAINER.MOCOOP.TEMPLATE_GROUPS {theirs['dataset']} "
                 f"(and the same GROUPS_FILE).")
         super().load_model_state(name, module, checkpoint, path)
+
+    def forward_backward(self, batch):
+        """The base step, plus the batch's router load in the log (``router_entropy``, ``router_busiest``,
+        ``router_picked``: see ``dasslite.prompting.routing.router_load``)."""
+        summary = super().forward_backward(batch)
+        summary.update(self.model.last_router_load)
+        return summary
 
     # -- expert usage, recorded during test evaluations ---------------------------------------------------------
     def parse_batch_test(self, batch):
@@ -148,4 +158,9 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
                             dataset=self.cfg.DATASET.NAME,
                             extra={"subsample_classes": self.cfg.DATASET.SUBSAMPLE_CLASSES, "seed": self.cfg.SEED})
         print(f"Expert usage written to {', '.join(osp.basename(p) for p in paths)} in {self.cfg.OUTPUT_DIR}")
+        load = usage.router_load()
+        if load is not None:
+            print(f"Router load: entropy {load['entropy']:.3f} (1 = even over {usage.num_experts} experts); busiest "
+                  f"expert {load['busiest_expert']!r}: {100 * load['busiest_share']:.1f}% of the routing weight, in "
+                  f"the top-{usage.top_k} of {100 * load['busiest_picked']:.1f}% of the images")
         return result

@@ -10,7 +10,9 @@ from dasslite.prompting.trainer import ClipPromptTrainer
 
 @register_config
 def add_zsclip_config(cfg) -> None:
-    cfg.TRAINER.ZSCLIP = add_prompt_common(CN())
+    node = add_prompt_common(CN())
+    del node["GRAD_CLIP_NORM"]  # nothing is trained: a clipping norm could never take effect
+    cfg.TRAINER.ZSCLIP = node
 
 
 @TRAINER_REGISTRY.register()

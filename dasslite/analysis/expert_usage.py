@@ -117,6 +117,29 @@ def _fmt(x: float) -> str:
     return "" if x is None or math.isnan(x) else f"{x:.6f}"
 
 
+def load_summary(mean_weight: Sequence[float], selection_rate: Sequence[float]) -> dict:
+    """How evenly a router spreads its load over E experts (one formula for the training log and these files).
+
+    ``mean_weight`` [E]: mean routing weight per image (sums to 1); ``selection_rate`` [E]: fraction of images that
+    had the expert among their top-k (sums to k). Returns ``entropy``: the entropy of ``mean_weight`` divided by
+    log E (1 = every expert carries the same weight, 0 = one expert carries all of it; 1 for a single expert);
+    ``busiest_expert``: the index with the largest mean weight (the lower one on ties); ``busiest_share``: its share
+    of all routing weight (1/E when even, 1 when it carries everything); ``busiest_picked``: the fraction of images
+    that had it among their top-k (1.0 = every image picked it; with k of E experts at least k/E for some expert)."""
+    weights = [float(w) for w in mean_weight]
+    rates = [float(r) for r in selection_rate]
+    if not weights or len(weights) != len(rates):
+        raise ValueError(f"need one mean weight and one selection rate per expert, got {len(weights)} and {len(rates)}")
+    total = sum(weights)
+    if not total > 0 or any(w < 0 for w in weights):
+        raise ValueError(f"mean weights must be non-negative with a positive sum, got {weights}")
+    probs = [w / total for w in weights]
+    entropy = -sum(p * math.log(p) for p in probs if p > 0)
+    busiest = max(range(len(probs)), key=lambda e: (probs[e], -e))
+    return {"entropy": entropy / math.log(len(probs)) if len(probs) > 1 else 1.0, "busiest_expert": busiest,
+            "busiest_share": probs[busiest], "busiest_picked": rates[busiest]}
+
+
 class ExpertUsage:
     """Per-class counts and routing weights of the experts a top-k router selects (see the module docstring)."""
 
@@ -333,7 +356,17 @@ class ExpertUsage:
             "selection_rate": _nan_to_none(self.selection_rate()),
             "mean_weight": _nan_to_none(self.mean_weight()),
             "top_expert_per_class": self.top_expert_per_class(),
+            "router_load": self.router_load(),
         }
+
+    def router_load(self) -> Optional[dict]:
+        """The whole evaluation's router load (:func:`load_summary` over the dataset; None before any image)."""
+        if self.total_images == 0:
+            return None
+        selection = self.counts.sum(axis=0) / self.total_images
+        summary = load_summary(self.dataset_mean_weight(), selection)
+        summary["busiest_expert"] = self.expert_names[summary["busiest_expert"]]
+        return summary
 
     # -- files -----------------------------------------------------------------------------------------------
     def csv_text(self) -> str:

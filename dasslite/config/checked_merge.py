@@ -7,7 +7,16 @@ from typing import List, Optional
 from yacs.config import CfgNode
 
 
+# Keys other lineages' releases use that live elsewhere here: the error names the key to use.
+MOVED_KEYS = {
+    "TRAINER.COOP.W": "TRAINER.KGCOOP.W (KgCoOp's loss weight; its release keeps it under TRAINER.COOP)",
+    "TRAINER.COOP.ALPHA": "nothing: KgCoOp's release declares TRAINER.COOP.ALPHA but never reads it; drop it",
+}
+
+
 def _explain_bad_key(cfg: CfgNode, full_key: str, source: str) -> str:
+    if full_key in MOVED_KEYS:
+        return f'{source}: "{full_key}" is not a config key here; use {MOVED_KEYS[full_key]}.'
     parts = full_key.split(".")
     node, path = cfg, []
     for part in parts[:-1]:

@@ -6,6 +6,8 @@ differ only in which side is the query, the scale and the noise, so the two are 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +37,28 @@ def text_to_text_loss(queries: torch.Tensor, keys: torch.Tensor, scale=1.0) -> t
     n_cls = logits.shape[-1]
     target = torch.arange(n_cls, device=logits.device).expand(logits.shape[:-1])
     return F.cross_entropy(logits.reshape(-1, n_cls), target.reshape(-1))
+
+
+TEXT_LOSS_REDUCTIONS = ("all_experts", "encoded")
+
+
+def grouped_text_loss(learned: torch.Tensor, prototypes: torch.Tensor, scale=1.0, num_experts: int = 0) -> torch.Tensor:
+    """MoCoOp's semantically grouped text loss over the ``n`` encoded experts: ``learned`` [n, C, E] against their
+    groups' prototypes [n, C, E].
+
+    - ``num_experts`` 0 (reduction ``encoded``): the mean over the n encoded experts' C rows each.
+    - ``num_experts`` G > 0 (reduction ``all_experts``, the authors' scaling): the mean over all G experts' rows, an
+      expert that was not encoded counting as zero features, i.e. uniform logits and a CE of exactly ``log C`` with
+      no gradient: ``(n * mean_encoded + (G - n) * log C) / G``. Each encoded expert gets 1/G of the weight whatever
+      n is, as in their code (zero-filled unselected experts at batch size < 4, every expert encoded otherwise).
+    """
+    loss = text_to_text_loss(learned, prototypes, scale)
+    if not num_experts:
+        return loss
+    n, n_cls = learned.shape[0], learned.shape[-2]
+    if not 1 <= n <= num_experts:
+        raise ValueError(f"{n} encoded experts out of {num_experts}: need 1 <= encoded <= all")
+    return (n * loss + (num_experts - n) * math.log(n_cls)) / num_experts
 
 
 def lasp_text_loss(learned: torch.Tensor, hard: torch.Tensor, scale, noise_prob: float = 0.5,

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from .calibration import recalibrated
 from .expert_prompts import ExpertPromptLearner
 from .hard_prompts import HardTemplateFeatures, group_prototypes
-from .losses import gate_target_scores, text_loss_scale, text_to_text_loss
+from .losses import TEXT_LOSS_REDUCTIONS, gate_target_scores, grouped_text_loss, text_loss_scale
 from .model import ClipClassifier
-from .routing import Routing, TopKRouter, boosted_top_k_target, load_balancing_loss, soft_target_kl
+from .routing import Routing, TopKRouter, boosted_top_k_target, load_balancing_loss, router_load, soft_target_kl
 
 
 def mix_expert_logits(per_expert: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,8 @@ class MixtureOfPromptsCLIP(ClipClassifier):
                  group_sizes: Sequence[int], class_index: Optional[Sequence[int]] = None, *,
                  text_loss_weight: float = 5.0, text_temperature: float = 1.0, gate_loss_weight: float = 1.0,
                  gate_target: str = "class", gate_boost: float = 10.0, gate_temperature: float = 1.0,
-                 balance_loss_weight: float = 0.0, encode_all_experts: bool = False) -> None:
+                 balance_loss_weight: float = 0.0, encode_all_experts: bool = False,
+                 text_loss_reduction: str = "all_experts") -> None:
         super().__init__(clip_model)
         if len(group_sizes) != prompt_learner.num_experts or sum(group_sizes) != len(hard_templates):
             raise ValueError(f"{prompt_learner.num_experts} experts need as many groups; got sizes {list(group_sizes)} "
@@ -67,6 +68,11 @@ class MixtureOfPromptsCLIP(ClipClassifier):
         self.gate_boost, self.gate_temperature = float(gate_boost), float(gate_temperature)
         self.balance_loss_weight = float(balance_loss_weight)
         self.encode_all_experts = bool(encode_all_experts)  # training: the authors' way (all experts, every step)
+        if text_loss_reduction not in TEXT_LOSS_REDUCTIONS:
+            raise ValueError(f'TEXT_LOSS_REDUCTION "{text_loss_reduction}" is not one of '
+                             f'{", ".join(TEXT_LOSS_REDUCTIONS)}')
+        self.text_loss_reduction = text_loss_reduction
+        self.last_router_load: Dict[str, float] = {}  # the last training batch's router load (for the log)
         self._cached: Optional[torch.Tensor] = None
         self.routing_hook: Optional[Callable[[Routing], None]] = None  # sees every evaluation batch's routing
 
@@ -128,6 +134,7 @@ class MixtureOfPromptsCLIP(ClipClassifier):
     def forward_train(self, image: torch.Tensor, label: torch.Tensor) -> Dict[str, torch.Tensor]:
         feats = self.encode_image(image)
         routing = self.route(feats)
+        self.last_router_load = router_load(routing)
         if self.encode_all_experts:
             used = torch.arange(self.prompt_learner.num_experts, device=routing.indices.device)
         else:
@@ -147,9 +154,11 @@ class MixtureOfPromptsCLIP(ClipClassifier):
     # -- auxiliary losses ------------------------------------------------------------------------------------
     def text_loss(self, learned: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
         """Semantically grouped text loss: each learned class feature of expert e must pick its own class among
-        group e's hard prototypes of all text classes (mean over the encoded experts and classes)."""
+        group e's hard prototypes of all text classes; reduced over all experts (``all_experts``, the authors'
+        scaling: an expert not encoded counts as zero features) or over the encoded ones (``encoded``)."""
         prototypes = self.group_prototypes()[experts]
-        return text_to_text_loss(learned, prototypes, text_loss_scale(self.text_temperature, self.logit_scale))
+        every = self.prompt_learner.num_experts if self.text_loss_reduction == "all_experts" else 0
+        return grouped_text_loss(learned, prototypes, text_loss_scale(self.text_temperature, self.logit_scale), every)
 
     def label_rows(self, label: torch.Tensor) -> torch.Tensor:
         """Each image label's row in the text-class list (labels and rows are aligned by construction)."""

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dasslite.analysis.expert_usage import load_summary
+
 ROUTER_TYPES = ("linear", "mlp")
 
 
@@ -79,6 +81,18 @@ class TopKRouter(nn.Module):
             logits = logits + torch.randn_like(logits) * F.softplus(self.noise(x))
         indices, weights = top_k_softmax(logits, self.k)
         return Routing(logits, indices, weights)
+
+
+def router_load(routing: Routing) -> dict:
+    """A batch's router load for the training log (``load_summary``): ``router_entropy`` (normalised entropy of the
+    mean routing weight, 1 = even), ``router_busiest`` (the busiest expert's share of the routing weight) and
+    ``router_picked`` (the fraction of images that had that expert among their top-k), as floats."""
+    with torch.no_grad():
+        mean_weight = routing.dense_weights().float().mean(0)
+        picked = torch.zeros_like(routing.logits, dtype=torch.float32).scatter(-1, routing.indices, 1.0)
+        summary = load_summary(mean_weight.tolist(), picked.mean(0).tolist())
+    return {"router_entropy": summary["entropy"], "router_busiest": summary["busiest_share"],
+            "router_picked": summary["busiest_picked"]}
 
 
 def load_balancing_loss(routing: Routing) -> torch.Tensor:

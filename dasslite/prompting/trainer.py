@@ -22,6 +22,7 @@ from dasslite.optim import build_lr_scheduler, build_optimizer
 from dasslite.utils.checkpoint import check_state_dict_compat, load_pretrained_weights
 
 from .config import PRECISIONS
+from .key_usage import check_context_length, resolve_foreign_keys, unused_key_error
 
 
 # On the built-in engine TrainerX already has our checkpointing; on real Dassl it goes first in the MRO.
@@ -32,6 +33,7 @@ class ClipPromptTrainer(*_BASES):
     """Subclasses set ``CFG_NODE`` (their ``cfg.TRAINER.<NODE>``) and implement ``build_custom_clip``."""
 
     CFG_NODE: str = ""
+    KEY_ALIASES: Dict[str, str] = {}  # another lineage's key -> ours (``resolve_foreign_keys``)
     MODEL_NAME = "prompt_learner"  # the registered module: checkpoint sub-folder, the only module set to train()
     # True only where the image path is frozen and prompt-independent: evaluation then reuses cached image-encoder
     # outputs (dasslite.features). Opt-in, so a method that prompts or tunes the image encoder never reads them.
@@ -49,6 +51,8 @@ class ClipPromptTrainer(*_BASES):
     def check_cfg(self, cfg) -> None:
         if self.CFG_NODE not in cfg.TRAINER:
             raise KeyError(f"cfg.TRAINER.{self.CFG_NODE} is missing: call extend_cfg() before building the trainer")
+        resolve_foreign_keys(cfg, self.CFG_NODE, type(self).__name__, self.KEY_ALIASES)  # set keys must take effect
+        check_context_length(cfg, self.CFG_NODE)
         self.require_choice(cfg, "PREC", PRECISIONS)
 
     def require_choice(self, cfg, key: str, choices) -> None:
@@ -56,6 +60,10 @@ class ClipPromptTrainer(*_BASES):
         value = cfg.TRAINER[self.CFG_NODE][key]
         if value not in choices:
             raise ValueError(f'TRAINER.{self.CFG_NODE}.{key} "{value}" is not one of {", ".join(choices)}')
+
+    def require_unused_at_default(self, cfg, key: str, applies: bool, when: str) -> None:
+        """``TRAINER.<node>.<key>`` must keep its default when it cannot take effect (``when`` says when it does)."""
+        unused_key_error(cfg, self.CFG_NODE, key, applies, when)
 
     def require_non_negative(self, cfg, *keys: str) -> None:
         """Each ``TRAINER.<node>.<key>`` must be >= 0; the error names the first key that is not, and its value."""
