@@ -16,6 +16,7 @@ from dasslite.compat import BACKEND, DATASET_REGISTRY, TRAINER_REGISTRY, build_t
 from dasslite.config import merge_from_file_checked, merge_from_list_checked
 from dasslite.utils import collect_env_info, set_random_seed, setup_logger  # ours on either engine (log.txt rotation)
 from dasslite.prompting.config import extend_cfg
+from dasslite.run_guards import check_eval_request, check_run_request
 from dasslite.utils.io import write_json_atomic
 from dasslite.utils.registry import require_registered
 
@@ -104,6 +105,7 @@ def main(args) -> int:
     cfg = setup_cfg(args)
     require_registered(TRAINER_REGISTRY, cfg.TRAINER.NAME, "trainer")
     require_registered(DATASET_REGISTRY, cfg.DATASET.NAME, "dataset")
+    check_run_request(args, cfg)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
@@ -117,6 +119,7 @@ def main(args) -> int:
 
     trainer = build_trainer(cfg)
     trainer.last_test_results = None
+    check_eval_request(args, trainer)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()

@@ -579,6 +579,10 @@ def parse_gpus(text: Optional[str]) -> List[str]:
     if not text:
         return []
     gpus = [g.strip() for g in text.replace(" ", ",").split(",") if g.strip()]
+    bad = [g for g in gpus if not (g.isdigit() or g.startswith(("GPU-", "MIG-")))]
+    if bad:  # CUDA ignores an id it cannot parse, so the job would silently run on the CPU
+        raise SweepUsageError(f"GPU id {bad[0]!r} in GPUS / --gpus {text!r} is not a GPU index (0, 1, ...) or a "
+                              "GPU-/MIG- UUID; list the ids as `nvidia-smi -L` shows them, e.g. GPUS=0,1")
     _check_unique_gpus(gpus)
     return gpus
 
@@ -859,6 +863,8 @@ def parse_args(argv: Sequence[str]):
     args.seeds = _int_list(args.seeds, "seed", 0)
     if args.protocol == "fewshot":
         args.shots = _int_list(args.shots, "shot count", 1)
+    elif args.shots < 1:  # DATASET.NUM_SHOTS 0 or less would train on every image under a "shots_0" label
+        raise SweepUsageError(f"--shots / SHOTS must be at least 1, got {args.shots}")
     return args
 
 
