@@ -18,6 +18,7 @@ from dasslite.utils import collect_env_info, set_random_seed, setup_logger  # ou
 from dasslite.prompting.config import extend_cfg
 from dasslite.run_guards import check_eval_request, check_run_request
 from dasslite.utils.io import write_json_atomic
+from dasslite.utils.locks import acquire_run_lock
 from dasslite.utils.registry import require_registered
 
 
@@ -106,6 +107,7 @@ def main(args) -> int:
     require_registered(TRAINER_REGISTRY, cfg.TRAINER.NAME, "trainer")
     require_registered(DATASET_REGISTRY, cfg.DATASET.NAME, "dataset")
     check_run_request(args, cfg)
+    acquire_run_lock(cfg.OUTPUT_DIR)  # before log.txt is touched: a second run on this folder stops here
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)

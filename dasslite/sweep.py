@@ -77,6 +77,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 from dasslite import results as results_mod
+from dasslite.sweep_signals import TerminatedError, stop_process, terminate_on_signals
+from dasslite.utils.locks import describe_holder, lock_holder
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ZERO_SHOT_TRAINERS = results_mod.ZERO_SHOT_TRAINERS  # ("ZeroshotCLIP", "ZeroshotCLIP2")
@@ -198,6 +200,10 @@ class Job:
                                  + "".join(f"{h} " for h in hints)
                                  + "Move that folder away or use another --output.")
             return "done"
+        holder = lock_holder(self.output_dir)
+        if holder is not None:  # another sweep (or train.py) is training this run right now
+            raise SweepError(f"{self.output_dir} is being written by {describe_holder(holder)}. Two sweeps must not "
+                             "train one run: wait for that one, or use another --output")
         if osp.isdir(self.output_dir) and os.listdir(self.output_dir):
             return "resume"
         return "new"
@@ -402,7 +408,13 @@ def _tail(path: str, n: int) -> List[str]:
 
 
 def _subprocess_launcher(job: Job, env: Dict[str, str]) -> int:
-    return subprocess.run(job.argv, cwd=job.cwd, env=env).returncode
+    """Run train.py attached to the console; if the sweep is stopped meanwhile, stop it too and wait for it."""
+    proc = subprocess.Popen(job.argv, cwd=job.cwd, env=env)
+    try:
+        return proc.wait()
+    except BaseException:
+        stop_process(proc, f"{job.key} ({job.output_dir})")
+        raise
 
 
 class SequentialRunner:
@@ -938,10 +950,13 @@ def main(argv: Optional[Sequence[str]] = None, demo_world=None, runner=None, env
     except (SweepError, results_mod.NoResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; re-run the same command to continue (finished runs are skipped)", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, TerminatedError) as exc:
+        why = f" by {exc}" if isinstance(exc, TerminatedError) else ""
+        print(f"\ninterrupted{why}; the running train.py jobs were stopped and waited for (named above). Re-run the "
+              "same command to continue (finished runs are skipped, interrupted ones resume)", file=sys.stderr)
+        return 143 if isinstance(exc, TerminatedError) else 130
 
 
 if __name__ == "__main__":
+    terminate_on_signals()  # SIGTERM/SIGHUP stop the sweep like Ctrl-C: its train.py children too
     sys.exit(main())
