@@ -98,6 +98,7 @@ def run_record(args, cfg, trainer) -> dict:
         "dataset_config_file": args.dataset_config_file,
         "output_dir": cfg.OUTPUT_DIR,
         "engine": BACKEND,
+        "resumed_from": getattr(trainer, "resumed_from", None),  # {"epoch", "path"} when training resumed
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
