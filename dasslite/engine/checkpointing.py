@@ -86,6 +86,7 @@ class CheckpointingMixin:
         if state.get("best_result") is not None:
             self.best_result = state["best_result"]
         restore_rng(state["rng"])
+        print(f"Found checkpoint at {directory} (will resume training)")
         print(f"Resuming exactly from {path} (after epoch {state['epoch']}: weights, optimizer, scheduler, RNG states)")
         self.resumed_from = {"epoch": int(state["epoch"]), "path": path}
         return int(state["epoch"])
