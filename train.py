@@ -8,7 +8,11 @@ import os.path as osp
 import sys
 import time
 
-import torch
+try:
+    import torch
+except ModuleNotFoundError as _exc:  # a Python without the install, e.g. the venv not activated
+    sys.exit(f"{_exc}: {sys.executable} lacks this project's dependencies. Activate its environment "
+             "('. .venv/bin/activate', made by 'bash scripts/install.sh') or run .venv/bin/python train.py ...")
 
 import datasets  # noqa: F401  (registers the dataset readers)
 import trainers  # noqa: F401  (registers the trainers and their config nodes)

@@ -12,6 +12,13 @@ class RunRequestError(ValueError):
     """A train.py invocation whose outcome would be mislabelled."""
 
 
+def _get(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node.get(part) if hasattr(node, "get") else None
+    return node
+
+
 def check_run_request(args, cfg) -> None:
     """Before anything is built: epochs to train and shots asked for must mean what the record will say."""
     trains = not args.eval_only and not args.no_train
@@ -19,6 +26,13 @@ def check_run_request(args, cfg) -> None:
         raise RunRequestError(f"OPTIM.MAX_EPOCH is {cfg.OPTIM.MAX_EPOCH}: a run must train at least 1 epoch, or its "
                               "results.json would record an untrained prompt as trained. Set OPTIM.MAX_EPOCH >= 1 "
                               "(or pass --eval-only --model-dir DIR to evaluate a trained model)")
+    for key in ("DATALOADER.TRAIN_X.BATCH_SIZE", "DATALOADER.TEST.BATCH_SIZE"):
+        value = _get(cfg, key)
+        if value is not None and value < 1:
+            raise RunRequestError(f"{key} is {value}: a batch holds at least 1 image; set {key} >= 1")
+    if trains and cfg.OPTIM.LR <= 0:
+        raise RunRequestError(f"OPTIM.LR is {cfg.OPTIM.LR}: the learning rate must be positive (the recipes use "
+                              "0.002 to 0.032); set OPTIM.LR > 0")
     if cfg.DATASET.NUM_SHOTS == 0:
         raise RunRequestError("DATASET.NUM_SHOTS is 0, which the lineage reads as 'all training images' while the "
                               "record would say 0 shots. Ask for at least 1 shot per class, or -1 for all images")

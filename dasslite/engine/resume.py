@@ -18,7 +18,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from dasslite.utils.io import write_atomic
+from dasslite.utils.checkpoint import torch_save_atomic
 
 __all__ = ["RESUME_FILE", "ConfigChangedError", "capture_rng", "restore_rng", "flatten_cfg", "config_changes",
            "save_resume_state", "load_resume_state", "IGNORED_CONFIG_KEYS"]
@@ -80,7 +80,7 @@ def save_resume_state(directory: str, state: dict) -> str:
     """Write ``state`` to ``directory/resume_state.pth`` atomically, keeping the previous file as ``.prev``."""
     path = osp.join(directory, RESUME_FILE)
     data_path = path + ".next"
-    write_atomic(data_path, lambda tmp: torch.save(state, tmp))
+    torch_save_atomic(state, data_path)
     if osp.exists(path):
         os.replace(path, path + PREVIOUS_SUFFIX)
     os.replace(data_path, path)
