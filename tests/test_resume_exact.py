@@ -41,7 +41,8 @@ def assert_identical(record, out, reference):
         assert torch.equal(state[key], ref_state[key]), key
 
 
-@pytest.mark.parametrize("kill_at_step", [2, 3, 6], ids=["epoch1-last-batch", "epoch2-first-batch", "epoch3-last-batch"])
+@pytest.mark.parametrize("kill_at_step", [2, 3, 6],
+                         ids=["epoch1-last-batch", "epoch2-first-batch", "epoch3-last-batch"])
 def test_killed_mid_epoch_and_rerun_is_bit_identical(eurosat_root, tiny_clip_checkpoint, tmp_path, monkeypatch,
                                                      reference, kill_at_step):
     trainer_cls = TRAINER_REGISTRY.get("CoOp")

@@ -143,9 +143,9 @@ def check_block_stacks(state_dict: Mapping[str, Any], source: str = "state dict"
         numbers = sorted(blocks)
         gaps = [n for n in range(numbers[-1] + 1) if n not in blocks]
         if gaps:
-            raise CheckpointFormatError(f"{source} is an incomplete CLIP checkpoint: block {stack}.{gaps[0]} is missing "
-                                        f"(it has {stack}.{{{','.join(map(str, numbers))}}}); the file is damaged or "
-                                        "was edited: use the original checkpoint")
+            raise CheckpointFormatError(f"{source} is an incomplete CLIP checkpoint: block {stack}.{gaps[0]} is "
+                                        f"missing (it has {stack}.{{{','.join(map(str, numbers))}}}); the file is "
+                                        "damaged or was edited: use the original checkpoint")
         if stack.endswith("resblocks"):  # ResNet stages start with a downsampling block whose keys differ
             for n in numbers[1:]:
                 lacking = sorted(blocks[0] - blocks[n])

@@ -134,6 +134,7 @@ def _check_prompt_length(prompt_prefix: str, names: Sequence[str], context_lengt
     ctx_len = len(bpe_encode(prompt_prefix))
     name, name_len = max(((n, len(bpe_encode(f"{n}."))) for n in names), key=lambda item: item[1])
     if 2 + ctx_len + name_len > context_length:
-        raise ValueError(f"The prompt for class {name!r} needs {2 + ctx_len + name_len} tokens (SOS + {ctx_len} context "
-                         f"+ {name_len} for the name and '.' + EOT), but CLIP's context holds {context_length}: use "
-                         f"N_CTX (or a CTX_INIT of) at most {context_length - 2 - name_len} tokens")
+        raise ValueError(f"The prompt for class {name!r} needs {2 + ctx_len + name_len} tokens (SOS + {ctx_len} "
+                         f"context + {name_len} for the name and '.' + EOT), but CLIP's context holds "
+                         f"{context_length}: use N_CTX (or a CTX_INIT of) at most {context_length - 2 - name_len} "
+                         "tokens")

@@ -37,7 +37,7 @@ def subsample_setting(cfg) -> str:
 
 
 def fewshot_and_subsample(reader, cfg, train: list, val: Optional[list], test: list) -> Splits:
-    """Check the split, then apply ``DATASET.NUM_SHOTS`` (cache under ``reader.dataset_dir``) and ``SUBSAMPLE_CLASSES``."""
+    """Check the split, then apply ``DATASET.NUM_SHOTS`` (cached in ``reader.dataset_dir``) and the subsample."""
     validate_split(train, val, test, getattr(reader, "split_path", None) or reader.dataset_dir)
     train, val = fewshot_train_val(reader.dataset_dir, train, val, cfg.DATASET.NUM_SHOTS, cfg.SEED)
     if val is None:
