@@ -68,3 +68,19 @@ def test_train_py_without_torch_says_to_activate_the_environment():
             f"runpy.run_path({os.path.join(REPO, 'train.py')!r}, run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "lacks this project's dependencies. Activate" in proc.stderr, proc.stderr
+
+
+def test_resume_from_a_truncated_checkpoint_falls_back_to_the_previous_one(eurosat_root, tiny_clip_checkpoint,
+                                                                           tmp_path, capsys):
+    out = tmp_path / "run"
+    opts = ["OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1", "DATASET.NUM_SHOTS", "2", "TRAINER.COOP.PREC", "fp32"]
+    run_train(eurosat_root, tiny_clip_checkpoint, str(out), extra=opts)
+    for name in os.listdir(out):  # only Dassl's checkpoints left (e.g. a run folder written by Dassl itself)
+        if name.startswith("resume_state"):
+            os.remove(out / name)
+    with open(out / "prompt_learner" / "model.pth.tar-2", "r+b") as f:
+        f.truncate(300)
+    record = run_train(eurosat_root, tiny_clip_checkpoint, str(out), extra=opts)
+    printed = capsys.readouterr().out
+    assert "model.pth.tar-2\" cannot be read" in printed and "from the previous checkpoint" in printed
+    assert record["resumed_from"]["epoch"] == 1 and record["complete"]

@@ -5,10 +5,12 @@ Real Dassl's versions fail on current torch (``weights_only`` unpickling of sche
 """
 from __future__ import annotations
 
+import os
 import os.path as osp
 from typing import Optional
 
-from dasslite.utils.checkpoint import latest_checkpoint_name, load_checkpoint, resume_from_checkpoint, save_checkpoint
+from dasslite.utils.checkpoint import (CheckpointReadError, latest_checkpoint_name, load_checkpoint,
+                                       resume_from_checkpoint, save_checkpoint)
 
 from .resume import (ConfigChangedError, capture_rng, config_changes, flatten_cfg, load_resume_state, restore_rng,
                      save_resume_state)
@@ -106,10 +108,34 @@ class CheckpointingMixin:
         print(f'Found checkpoint at {directory} (will resume training; no resume state, so the RNG is not restored)')
         start_epoch = 0
         for name in names:
-            start_epoch = resume_from_checkpoint(osp.join(directory, name), self._models[name],
-                                                 self._optims[name], self._scheds[name])
+            start_epoch = self._resume_with_fallback(osp.join(directory, name), name)
         self.resumed_from = {"epoch": start_epoch, "path": osp.join(directory, names[0])}
         return start_epoch
+
+    def _resume_with_fallback(self, folder: str, name: str) -> int:
+        """Dassl's resume from ``folder``'s latest checkpoint; an unreadable one falls back to the epoch before."""
+        try:
+            return resume_from_checkpoint(folder, self._models[name], self._optims[name], self._scheds[name])
+        except CheckpointReadError as exc:
+            print(f"WARNING: {exc}")
+        latest = latest_checkpoint_name(folder)
+        older = sorted((int(f.rsplit("-", 1)[1]), f) for f in os.listdir(folder)
+                       if f.startswith("model.pth.tar-") and f.rsplit("-", 1)[1].isdigit() and f != latest)
+        for _, fname in reversed(older):
+            try:
+                checkpoint = load_checkpoint(osp.join(folder, fname))
+            except CheckpointReadError as exc:
+                print(f"WARNING: {exc}")
+                continue
+            print(f"Resuming {name} from the previous checkpoint {osp.join(folder, fname)} instead")
+            self._models[name].load_state_dict(checkpoint["state_dict"])
+            if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
+                self._optims[name].load_state_dict(checkpoint["optimizer"])
+            if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
+                self._scheds[name].load_state_dict(checkpoint["scheduler"])
+            return int(checkpoint["epoch"])
+        print(f"WARNING: no readable checkpoint of {name} in {folder}; training it from scratch")
+        return 0
 
     def resolve_checkpoint_path(self, directory: str, name: str, epoch: Optional[int]) -> str:
         """``model.pth.tar-<epoch>``; without an epoch ``model-best.pth.tar``, else the latest saved one."""
