@@ -95,6 +95,7 @@ def run_record(args, cfg, trainer) -> dict:
         "seed": cfg.SEED,
         "backbone": cfg.MODEL.BACKBONE.NAME,
         "eval_only": bool(args.eval_only),
+        "untrained": bool(args.eval_only and not args.model_dir and trainer.get_model_names()),
         "model_dir": args.model_dir,
         "load_epoch": args.load_epoch,
         "max_epoch": cfg.OPTIM.MAX_EPOCH,
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("--untrained", action="store_true",
+                        help="with --eval-only and no --model-dir: evaluate the initial prompt on purpose (recorded)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
     return parser
 

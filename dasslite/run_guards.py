@@ -44,6 +44,11 @@ def check_eval_request(args, trainer) -> None:
     """After the trainer is built: --eval-only of a trainer with learnable state needs the model to load."""
     if args.eval_only and not args.model_dir and trainer.get_model_names():
         names = ", ".join(trainer.get_model_names())
+        if getattr(args, "untrained", False):
+            print(f"WARNING: --untrained: evaluating the untrained (initial) {names} of {trainer.cfg.TRAINER.NAME} "
+                  "on purpose; results.json records untrained: true")
+            return
         raise RunRequestError(f"--eval-only without --model-dir would evaluate the untrained {names} of "
                               f"{trainer.cfg.TRAINER.NAME} and record it as a result. Pass --model-dir <the training "
-                              "run's output folder> (zero-shot trainers such as ZeroshotCLIP need none)")
+                              "run's output folder> (zero-shot trainers such as ZeroshotCLIP need none), or "
+                              "--untrained to evaluate the initial prompt on purpose")

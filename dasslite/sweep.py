@@ -280,6 +280,8 @@ def _make_job(spec: SweepSpec, key: str, phase: str, seed: int, dataset: str, sh
             "--output-dir", output_dir]
     if eval_only:
         argv.append("--eval-only")
+        if model_dir is None and spec.trainer not in ZERO_SHOT_TRAINERS:
+            argv.append("--untrained")  # --zero-shot of a trainer that learns: its initial prompt, on purpose
     if model_dir is not None:
         argv += ["--model-dir", model_dir]
         if spec.load_epoch is not None:

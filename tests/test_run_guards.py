@@ -55,3 +55,9 @@ def test_clip_state_dict_missing_a_text_block_is_an_error(tmp_path):
     torch.save(partial, tmp_path / "partial.pt")
     with pytest.raises(CheckpointFormatError, match=r"transformer\.resblocks\.2 lacks mlp\.c_fc\.weight"):
         load_clip_file(tmp_path / "partial.pt")
+
+
+def test_untrained_evaluation_on_purpose_is_recorded(eurosat_root, tiny_clip_checkpoint, tmp_path):
+    record = run_train(eurosat_root, tiny_clip_checkpoint, str(tmp_path / "run"), flags=["--eval-only", "--untrained"],
+                       extra=["DATASET.NUM_SHOTS", "2"])
+    assert record["complete"] and record["untrained"] is True and record["eval_only"]
