@@ -8,7 +8,11 @@ import os.path as osp
 import sys
 import time
 
-import torch
+try:
+    import torch
+except ModuleNotFoundError as _exc:  # a Python without the install, e.g. the venv not activated
+    sys.exit(f"{_exc}: {sys.executable} lacks this project's dependencies. Activate its environment "
+             "('. .venv/bin/activate', made by 'bash scripts/install.sh') or run .venv/bin/python train.py ...")
 
 import datasets  # noqa: F401  (registers the dataset readers)
 import trainers  # noqa: F401  (registers the trainers and their config nodes)
@@ -16,8 +20,10 @@ from dasslite.compat import BACKEND, DATASET_REGISTRY, TRAINER_REGISTRY, build_t
 from dasslite.config import merge_from_file_checked, merge_from_list_checked
 from dasslite.utils import collect_env_info, set_random_seed, setup_logger  # ours on either engine (log.txt rotation)
 from dasslite.prompting.config import extend_cfg
+from dasslite.run_guards import check_eval_request, check_run_request
 from dasslite.utils.io import write_json_atomic
 from dasslite.evaluation.open_set import run_open_set  # also declares cfg.OSR
+from dasslite.utils.locks import acquire_run_lock
 from dasslite.utils.registry import require_registered
 
 
@@ -93,6 +99,7 @@ def run_record(args, cfg, trainer) -> dict:
         "seed": cfg.SEED,
         "backbone": cfg.MODEL.BACKBONE.NAME,
         "eval_only": bool(args.eval_only),
+        "untrained": bool(args.eval_only and not args.model_dir and trainer.get_model_names()),
         "model_dir": args.model_dir,
         "load_epoch": args.load_epoch,
         "max_epoch": cfg.OPTIM.MAX_EPOCH,
@@ -100,6 +107,7 @@ def run_record(args, cfg, trainer) -> dict:
         "dataset_config_file": args.dataset_config_file,
         "output_dir": cfg.OUTPUT_DIR,
         "engine": BACKEND,
+        "resumed_from": getattr(trainer, "resumed_from", None),  # {"epoch", "path"} when training resumed
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
@@ -108,6 +116,8 @@ def main(args) -> int:
     cfg = setup_cfg(args)
     require_registered(TRAINER_REGISTRY, cfg.TRAINER.NAME, "trainer")
     require_registered(DATASET_REGISTRY, cfg.DATASET.NAME, "dataset")
+    check_run_request(args, cfg)
+    acquire_run_lock(cfg.OUTPUT_DIR)  # before log.txt is touched: a second run on this folder stops here
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
@@ -121,6 +131,7 @@ def main(args) -> int:
 
     trainer = build_trainer(cfg)
     trainer.last_test_results = None
+    check_eval_request(args, trainer)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
@@ -155,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
     parser.add_argument("--no-feature-cache", action="store_true",
                         help="encode every evaluation image (no image-feature cache; = FEATURE_CACHE.ENABLED False)")
+    parser.add_argument("--untrained", action="store_true",
+                        help="with --eval-only and no --model-dir: evaluate the initial prompt on purpose (recorded)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
     return parser
 

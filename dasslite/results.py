@@ -94,6 +94,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from dasslite.results_validation import record_problem
+
 RESULTS_FILE = "results.json"
 LOG_FILE = "log.txt"
 TRAIN_END_SIGNALS = ("Finish training", "Finished training")  # upstream Dassl, Dassl.ProGrad (KgCoOp)
@@ -225,6 +227,10 @@ def read_run(path: str, keyword: str = "accuracy", signal: str = "auto", log_onl
                 run.problem = f"{RESULTS_FILE} has {key}={record[key]!r}, expected {wanted!r}"
                 return run
         key = _json_key(keyword)
+        rejected = record_problem(record, path, key)
+        if rejected:  # never replaced by the log's (rounded) number
+            run.problem = rejected
+            return run
         value = record.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             run.value, run.source, run.record = float(value), json_path, record

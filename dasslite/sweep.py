@@ -90,6 +90,8 @@ from dasslite import results as results_mod
 from dasslite import sweep_slurm
 from dasslite import results_osr, sweep_osr
 from dasslite import run_layout
+from dasslite.sweep_signals import TerminatedError, stop_process, terminate_on_signals
+from dasslite.utils.locks import describe_holder, lock_holder
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ZERO_SHOT_TRAINERS = results_mod.ZERO_SHOT_TRAINERS  # ("ZeroshotCLIP", "ZeroshotCLIP2")
@@ -213,6 +215,10 @@ class Job:
                                  + "".join(f"{h} " for h in hints)
                                  + "Move that folder away or use another --output.")
             return "done"
+        holder = lock_holder(self.output_dir)
+        if holder is not None:  # another sweep (or train.py) is training this run right now
+            raise SweepError(f"{self.output_dir} is being written by {describe_holder(holder)}. Two sweeps must not "
+                             "train one run: wait for that one, or use another --output")
         if osp.isdir(self.output_dir) and os.listdir(self.output_dir):
             return "resume"
         return "new"
@@ -309,6 +315,8 @@ def _make_job(spec: SweepSpec, key: str, phase: str, seed: int, dataset: str, sh
             "--output-dir", output_dir]
     if eval_only:
         argv.append("--eval-only")
+        if model_dir is None and spec.trainer not in ZERO_SHOT_TRAINERS:
+            argv.append("--untrained")  # --zero-shot of a trainer that learns: its initial prompt, on purpose
     if model_dir is not None:
         argv += ["--model-dir", model_dir]
         if spec.load_epoch is not None:
@@ -454,7 +462,13 @@ def _tail(path: str, n: int) -> List[str]:
 
 
 def _subprocess_launcher(job: Job, env: Dict[str, str]) -> int:
-    return subprocess.run(job.argv, cwd=job.cwd, env=env).returncode
+    """Run train.py attached to the console; if the sweep is stopped meanwhile, stop it too and wait for it."""
+    proc = subprocess.Popen(job.argv, cwd=job.cwd, env=env)
+    try:
+        return proc.wait()
+    except BaseException:
+        stop_process(proc, f"{job.key} ({job.output_dir})")
+        raise
 
 
 class SequentialRunner:
@@ -631,6 +645,10 @@ def parse_gpus(text: Optional[str]) -> List[str]:
     if not text:
         return []
     gpus = [g.strip() for g in text.replace(" ", ",").split(",") if g.strip()]
+    bad = [g for g in gpus if not (g.isdigit() or g.startswith(("GPU-", "MIG-")))]
+    if bad:  # CUDA ignores an id it cannot parse, so the job would silently run on the CPU
+        raise SweepUsageError(f"GPU id {bad[0]!r} in GPUS / --gpus {text!r} is not a GPU index (0, 1, ...) or a "
+                              "GPU-/MIG- UUID; list the ids as `nvidia-smi -L` shows them, e.g. GPUS=0,1")
     _check_unique_gpus(gpus)
     return gpus
 
@@ -944,6 +962,9 @@ def parse_args(argv: Sequence[str]):
     args.seeds = _int_list(args.seeds, "seed", 0)
     if args.protocol == "fewshot":
         args.shots = _int_list(args.shots, "shot count", 1)
+    elif args.shots < 1 and not (args.protocol == "osr" and args.shots == -1):  # osr: -1 = every image (FSMoE)
+        raise SweepUsageError(f"--shots / SHOTS must be at least 1, got {args.shots}"
+                              + (" (or -1 for every training image)" if args.protocol == "osr" else ""))
     if args.protocol == "osr" and args.splits is not None:
         args.splits = _int_list(args.splits, "split", 0)
     return args
@@ -1076,12 +1097,15 @@ def main(argv: Optional[Sequence[str]] = None, demo_world=None, runner=None, env
     except (SweepError, results_mod.NoResultsError, sweep_slurm.SlurmError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; re-run the same command to continue (finished runs are skipped)", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, TerminatedError) as exc:
+        why = f" by {exc}" if isinstance(exc, TerminatedError) else ""
+        print(f"\ninterrupted{why}; the running train.py jobs were stopped and waited for (named above). Re-run the "
+              "same command to continue (finished runs are skipped, interrupted ones resume)", file=sys.stderr)
+        return 143 if isinstance(exc, TerminatedError) else 130
 
 
 if __name__ == "__main__":
+    terminate_on_signals()  # SIGTERM/SIGHUP stop the sweep like Ctrl-C: its train.py children too
     from dasslite import sweep as _sweep  # one module object, so errors raised in dasslite.sweep_multi are caught
 
     sys.exit(_sweep.main())

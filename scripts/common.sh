@@ -1,5 +1,5 @@
 # Sourced by scripts/<method>/*.sh. Moves to the repository root (so the scripts work from any folder) and sets
-# PYTHON: $PYTHON if given, else `python` on PATH (an activated venv), else ./.venv/bin/python, else python3.
+# PYTHON: $PYTHON if given, else the first of `python` (an activated venv), ./.venv/bin/python, python3 that has torch.
 # A relative DATA or OUTPUT is taken relative to the folder the script was started from (made absolute before the
 # move); paths given as SWEEP OPTIONS (--data, --output, --config-file) are read from the repository root.
 # Works with bash 3.2 (macOS) too: no empty "${array[@]}" under `set -u`.
@@ -23,12 +23,17 @@ if [ -n "${OUTPUT:-}" ]; then
 fi
 cd "$REPO_ROOT"
 if [ -z "${PYTHON:-}" ]; then
-  if command -v python >/dev/null 2>&1; then
-    PYTHON=python
-  elif [ -x .venv/bin/python ]; then
-    PYTHON=.venv/bin/python
-  else
-    PYTHON=python3
+  # the first interpreter that has the dependencies: a `python` without torch (no venv active) is skipped
+  for candidate in python .venv/bin/python python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c "import torch, yacs" >/dev/null 2>&1; then
+      PYTHON="$candidate"
+      break
+    fi
+  done
+  if [ -z "${PYTHON:-}" ]; then
+    echo "error: no Python with torch and yacs found (tried python, .venv/bin/python, python3). Install the" \
+         "environment with 'bash scripts/install.sh' and activate it ('. .venv/bin/activate'), or set PYTHON=..." >&2
+    exit 2
   fi
 fi
 

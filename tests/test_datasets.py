@@ -14,6 +14,7 @@ import datasets  # noqa: F401  (registers the readers)
 from dasslite.config import get_cfg_default
 from dasslite.compat import DATASET_REGISTRY, build_dataset  # whichever engine the readers registered into
 from dasslite.data.datasets import DatasetBase, Datum, read_image
+from dasslite.data.datasets.datum_pickle import SOURCE_KEY, load_datum_file
 from dasslite.data.datasets.fewshot import fewshot_cache_path, subsample_classes
 from dasslite.data.datasets.splits import read_and_split_data, read_split, save_split, split_trainval
 from tests import dataset_fixtures as fx
@@ -113,8 +114,7 @@ def test_imagenet_reader_caches_lists_and_uses_val_as_test(tmp_path):
     fx.write_image(osp.join(dataset_dir, "images", "train", "n09999999", "x.JPEG"))  # cached lists win
     few = build(tmp_path, "ImageNet", shots=2, subsample="new")
     assert few.classnames == ["great white shark"] and len(few.train_x) == 2 and few.val is few.test
-    with open(fewshot_cache_path(dataset_dir, 2, 1), "rb") as f:
-        assert set(pickle.load(f)) == {"train"}
+    assert set(load_datum_file(fewshot_cache_path(dataset_dir, 2, 1))) == {"train", SOURCE_KEY}
 
 
 def test_imagenet_stale_preprocessed_pickle_is_named(tmp_path):
@@ -184,12 +184,15 @@ def test_too_few_train_images_for_the_shots_names_the_class(tmp_path):
     assert not osp.exists(fewshot_cache_path(osp.join(str(tmp_path), "eurosat"), 5, 1))
 
 
-def test_fewshot_cache_after_moving_data_is_named(tmp_path):
+def test_fewshot_cache_after_moving_data_is_rebased(tmp_path, capsys):
     fx.make_eurosat_tree(str(tmp_path / "a"))
-    build(tmp_path / "a", "EuroSAT", shots=2)
+    first = build(tmp_path / "a", "EuroSAT", shots=2)
     os.rename(tmp_path / "a", tmp_path / "b")
-    with pytest.raises(FileNotFoundError, match=r"shot_2-seed_1\.pkl lists an image that no longer exists.*Delete"):
-        build(tmp_path / "b", "EuroSAT", shots=2)
+    random.seed(999)  # the cache, not the random state, decides
+    moved = build_dataset(make_cfg(tmp_path / "b", "EuroSAT", shots=2, seed=1))
+    assert "same sample is used from" in capsys.readouterr().out
+    assert keys(moved.train_x) == keys(first.train_x)
+    assert all(x.impath.startswith(str(tmp_path / "b")) for x in moved.train_x + moved.val)
 
 
 def test_corrupt_or_foreign_fewshot_cache_is_named(tmp_path):
@@ -206,8 +209,8 @@ def test_corrupt_or_foreign_fewshot_cache_is_named(tmp_path):
     full = build(tmp_path, "EuroSAT")
     with open(pkl, "wb") as f:
         pickle.dump({"train": full.train_x[:4], "val": full.val[:2]}, f)
-    with pytest.raises(ValueError, match=r"covers other classes than the current split"):
-        build(tmp_path, "EuroSAT", shots=2)
+    rebuilt = build(tmp_path, "EuroSAT", shots=2)  # a sample of some classes only: drawn again, with a warning
+    assert len(rebuilt.train_x) == 20 and {x.label for x in rebuilt.train_x} == set(range(10))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("dassl") is not None, reason="only meaningful without Dassl installed")

@@ -60,3 +60,21 @@ def test_mocoop_base_then_new_under_real_dassl(eurosat_root, tiny_clip_checkpoin
                    "DATASET.SUBSAMPLE_CLASSES", "new"], tmp_path)
     record = json.loads((new / "results.json").read_text())
     assert record["engine"] == "dassl" and record["subsample_classes"] == "new" and record["total"] > 0
+
+
+def test_our_fewshot_cache_is_read_by_dassl_as_its_own_datum(tmp_path):
+    """The cache format a CoOp fork's reader expects: ``pickle.load`` gives Dassl's Datum objects."""
+    import pickle
+
+    from dassl.data.datasets.base_dataset import Datum as DasslDatum
+
+    from dasslite.data.datasets.base_dataset import Datum
+    from dasslite.data.datasets.datum_pickle import dump_dassl_format
+
+    image = tmp_path / "x.jpg"
+    image.write_bytes(b"not read")
+    path = dump_dassl_format(str(tmp_path / "shot_1-seed_1.pkl"),
+                             {"train": [Datum(impath=str(image), label=3, classname="c")], "val": []})
+    with open(path, "rb") as f:
+        (item,) = pickle.load(f)["train"]
+    assert type(item) is DasslDatum and (item.impath, item.label, item.classname) == (str(image), 3, "c")

@@ -56,7 +56,7 @@ def write_run(path, log=None, record=None):
 
 def record(acc, sub="base", seed=1, complete=True, **kw):
     return {"complete": complete, "split": "test", "accuracy": acc, "error_rate": 100 - acc, "macro_f1": acc - 2,
-            "total": 100, "correct": int(acc), "trainer": "CoOp", "subsample_classes": sub, "seed": seed,
+            "total": 10000, "correct": round(acc * 100), "trainer": "CoOp", "subsample_classes": sub, "seed": seed,
             "num_shots": 16, **kw}
 
 
@@ -402,8 +402,8 @@ def fs_dir(root, ds, shots, seed, trainer="CoOp", cfg="vit_b16_ctxv1"):
     return root / "fewshot" / ds / f"shots_{shots}" / trainer / cfg / f"seed{seed}"
 
 
-def fs_record(acc, shots, seed):
-    return record(acc, "all", seed, num_shots=shots)
+def fs_record(acc, shots, seed, trainer="CoOp"):
+    return record(acc, "all", seed, num_shots=shots, trainer=trainer)
 
 
 def test_fewshot_table_hand_computed(tmp_path, capsys):
@@ -456,7 +456,7 @@ def make_fewshot_plot_tree(root):
                     continue
                 for seed in (1, 2):
                     acc = base + offset + 5 * k + seed
-                    write_run(fs_dir(root, ds, k, seed, trainer, cfg), None, fs_record(acc, k, seed))
+                    write_run(fs_dir(root, ds, k, seed, trainer, cfg), None, fs_record(acc, k, seed, trainer))
     write_run(fs_dir(root, "dtd", 4, 3, "CoOp", "c1"), train_log(finished=False))
 
 
@@ -554,9 +554,9 @@ def test_dg_table_with_paper_row_and_zero_shot(tmp_path, capsys):
     make_transfer_tree(tmp_path, "dg", list(reversed(targets)), "MoCoOp", "c_imagenet")
     for seed in (1, 2):  # zero-shot: evaluations without a model dir count
         write_run(tr_dir(tmp_path, "dg", "train", "imagenet", seed, "ZeroshotCLIP", "vit_b16"), None,
-                  record(66.0, "all", seed, num_shots=16, model_dir="", eval_only=True))
+                  record(66.0, "all", seed, num_shots=16, model_dir="", eval_only=True, trainer="ZeroshotCLIP"))
         write_run(tr_dir(tmp_path, "dg", "test", "imagenet_a", seed, "ZeroshotCLIP", "vit_b16"), None,
-                  record(47.0, "all", seed, num_shots=16, model_dir="", eval_only=True))
+                  record(47.0, "all", seed, num_shots=16, model_dir="", eval_only=True, trainer="ZeroshotCLIP"))
     paper = R.load_paper()
     (table,) = R.collect_transfer(str(tmp_path / "dg"), "dg", paper=paper)
     assert table.columns == ["imagenet"] + targets  # V2, Sketch, A, R

@@ -27,6 +27,7 @@ for flag in ("--root", "--output-dir", "--trainer", "--config-file", "--dataset-
 p.add_argument("--seed", type=int, default=-1)
 p.add_argument("--load-epoch", type=int)
 p.add_argument("--eval-only", action="store_true")
+p.add_argument("--untrained", action="store_true")
 p.add_argument("opts", nargs=argparse.REMAINDER)
 a = p.parse_args()
 opts = dict(zip(a.opts[::2], a.opts[1::2]))

@@ -128,9 +128,37 @@ def check_clip_state_dict(state_dict: Mapping[str, Any], source: str = "state di
                                     f"(its first keys: {sample})")
 
 
+def check_block_stacks(state_dict: Mapping[str, Any], source: str = "state dict") -> None:
+    """Every stack of numbered blocks (``transformer.resblocks.N``, ``visual.layerK.N``) must be numbered 0..n-1 and
+    each block must have the same keys as its stack's block 0: OpenAI's ``build_model`` counts blocks, so a missing
+    one would otherwise load as a smaller model."""
+    stacks: Dict[str, Dict[int, set]] = {}
+    for key in map(str, state_dict):
+        parts = key.split(".")
+        for i in range(1, len(parts) - 1):
+            if parts[i].isdigit() and (parts[i - 1] == "resblocks" or parts[i - 1].startswith("layer")):
+                stack = ".".join(parts[:i])
+                stacks.setdefault(stack, {}).setdefault(int(parts[i]), set()).add(".".join(parts[i + 1:]))
+                break
+    for stack, blocks in stacks.items():
+        numbers = sorted(blocks)
+        gaps = [n for n in range(numbers[-1] + 1) if n not in blocks]
+        if gaps:
+            raise CheckpointFormatError(f"{source} is an incomplete CLIP checkpoint: block {stack}.{gaps[0]} is "
+                                        f"missing (it has {stack}.{{{','.join(map(str, numbers))}}}); the file is "
+                                        "damaged or was edited: use the original checkpoint")
+        if stack.endswith("resblocks"):  # ResNet stages start with a downsampling block whose keys differ
+            for n in numbers[1:]:
+                lacking = sorted(blocks[0] - blocks[n])
+                if lacking:
+                    raise CheckpointFormatError(f"{source} is an incomplete CLIP checkpoint: {stack}.{n} lacks "
+                                                f"{', '.join(lacking[:4])}; use the original checkpoint")
+
+
 def build_clip(state_dict: Mapping[str, Any], source: str = "state dict") -> nn.Module:
     """OpenAI's ``build_model`` on a checked copy of ``state_dict`` (it deletes keys from its argument)."""
     check_clip_state_dict(state_dict, source)
+    check_block_stacks(state_dict, source)
     build_model = import_clip().model.build_model
     try:
         return build_model(dict(state_dict))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 from typing import List, Optional
 
+import yaml
 from yacs.config import CfgNode
 
 
@@ -49,6 +50,9 @@ def merge_from_file_checked(cfg: CfgNode, path: str) -> None:
         raise FileNotFoundError(f'Config file not found: "{path}"')
     try:
         cfg.merge_from_file(path)
+    except yaml.YAMLError as exc:
+        raise ValueError(f'Config file "{path}" is not valid YAML: {exc}. Fix the line it names '
+                         "(indentation, a missing ':' or an unclosed quote)") from None
     except KeyError as exc:
         key = _find_bad_key(cfg, str(exc))
         if key is None:

@@ -243,6 +243,7 @@ class SimpleTrainer(TrainerBase):
                 self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name="model-best.pth.tar")
         if meet_checkpoint_freq or last_epoch:
             self.save_model(self.epoch, self.output_dir)
+        self.save_resume_state()  # every epoch: exact resume after a kill (dasslite.engine.resume)
 
     def test(self, split=None):
         return evaluate_split(self, split)

@@ -58,6 +58,7 @@ class ContextPromptLearner(nn.Module):
 
         self.ctx = nn.Parameter(ctx_vectors.to(dtype))
         names = [name.replace("_", " ") for name in classnames]
+        _check_prompt_length(prompt_prefix, names)
         name_lens = eot_positions(tokenize(names)) - 1
         tokenized = tokenize([f"{prompt_prefix} {name}." for name in names])
         with torch.no_grad():
@@ -126,3 +127,14 @@ class ContextPromptLearner(nn.Module):
             return prompts
         index = self.position_index.unsqueeze(-1).expand(*lead, -1, -1, prompts.shape[-1])
         return prompts.gather(-2, index)
+
+
+def _check_prompt_length(prompt_prefix: str, names: Sequence[str], context_length: int = 77) -> None:
+    """The longest "<context> <class name>." must fit CLIP's context (SOS and EOT included); else name N_CTX."""
+    ctx_len = len(bpe_encode(prompt_prefix))
+    name, name_len = max(((n, len(bpe_encode(f"{n}."))) for n in names), key=lambda item: item[1])
+    if 2 + ctx_len + name_len > context_length:
+        raise ValueError(f"The prompt for class {name!r} needs {2 + ctx_len + name_len} tokens (SOS + {ctx_len} "
+                         f"context + {name_len} for the name and '.' + EOT), but CLIP's context holds "
+                         f"{context_length}: use N_CTX (or a CTX_INIT of) at most {context_length - 2 - name_len} "
+                         "tokens")

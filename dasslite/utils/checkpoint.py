@@ -26,7 +26,7 @@ def save_checkpoint(state: Dict[str, Any], save_dir: str, is_best: bool = False,
         state = dict(state, state_dict=_strip_module_prefix(state["state_dict"]))
     model_name = model_name or f"model.pth.tar-{state['epoch']}"
     fpath = osp.join(save_dir, model_name)
-    write_atomic(fpath, lambda tmp: torch.save(state, tmp))
+    torch_save_atomic(state, fpath)
     print(f"Checkpoint saved to {fpath}")
     with open(osp.join(save_dir, "checkpoint"), "w") as f:
         f.write(f"{osp.basename(fpath)}\n")
@@ -42,10 +42,33 @@ def load_checkpoint(fpath: str) -> Dict[str, Any]:
         raise FileNotFoundError(f'Checkpoint not found: "{fpath}"')
     map_location = None if torch.cuda.is_available() else "cpu"
     try:
-        return torch.load(fpath, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # A Dassl-written file (pickled CosineAnnealingLR); the user's own checkpoint, so full unpickling is OK.
-        return torch.load(fpath, map_location=map_location, weights_only=False)
+        try:
+            return torch.load(fpath, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:
+            # A Dassl-written file (pickled CosineAnnealingLR); the user's own checkpoint, so full unpickling is OK.
+            return torch.load(fpath, map_location=map_location, weights_only=False)
+    except Exception as exc:  # truncated (killed copy, full disk) or not a checkpoint: torch does not name the file
+        raise CheckpointReadError(f'Checkpoint "{fpath}" cannot be read ({type(exc).__name__}: {exc}); it is '
+                                  f"truncated or corrupt (size {osp.getsize(fpath)} bytes). Delete it (a resume "
+                                  "then starts from the previous checkpoint) or restore it from a copy") from exc
+
+
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file torch cannot load (the message names the file)."""
+
+
+def torch_save_atomic(obj: Any, path: str) -> str:
+    """``torch.save`` to ``path`` atomically; a failed write (e.g. a full disk) is an OSError naming the file."""
+    try:
+        return write_atomic(path, lambda tmp: torch.save(obj, tmp))
+    except (RuntimeError, OSError) as exc:
+        folder = osp.dirname(osp.abspath(path))
+        try:
+            free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        raise OSError(f'Cannot write "{path}" ({type(exc).__name__}: {exc}); {free}. Is the disk full or the '
+                      "folder read-only? Free space and rerun: the run resumes from its last complete state") from exc
 
 
 def latest_checkpoint_name(fdir: str) -> Optional[str]:
@@ -120,5 +143,10 @@ def check_state_dict_compat(module: torch.nn.Module, state_dict: Dict[str, Any],
     if mismatched:
         problems.append("shape mismatch " + "; ".join(mismatched))
     if problems:
-        raise ValueError(f'Checkpoint "{source}" does not fit the model: ' + ", ".join(problems)
-                         + ". (A class-specific context cannot be loaded for other classes; check the trainer config.)")
+        if missing or unexpected:
+            why = (" It holds other parameters than this trainer's: it was written by another trainer (or with other "
+                   "trainer options); evaluate it with the --trainer and --config-file that trained it.")
+        else:
+            why = (" Same parameters, other shapes: other trainer options (N_CTX, ...) or a class-specific context "
+                   "(CSC True) loaded for another number of classes; use the training run's config.")
+        raise ValueError(f'Checkpoint "{source}" does not fit the model: ' + ", ".join(problems) + "." + why)

@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 from .fewshot import fewshot_train_val, subsample_classes
 from .layout import require_dir, resolve_root
+from .split_checks import validate_split
 from .splits import Splits, load_or_create_split
 
 __all__ = ["locate_dataset", "build_splits", "fewshot_and_subsample", "subsample_setting"]
@@ -36,7 +37,8 @@ def subsample_setting(cfg) -> str:
 
 
 def fewshot_and_subsample(reader, cfg, train: list, val: Optional[list], test: list) -> Splits:
-    """Apply ``DATASET.NUM_SHOTS`` (cache under ``reader.dataset_dir``) and then ``SUBSAMPLE_CLASSES``."""
+    """Check the split, then apply ``DATASET.NUM_SHOTS`` (cached in ``reader.dataset_dir``) and the subsample."""
+    validate_split(train, val, test, getattr(reader, "split_path", None) or reader.dataset_dir)
     train, val = fewshot_train_val(reader.dataset_dir, train, val, cfg.DATASET.NUM_SHOTS, cfg.SEED)
     if val is None:
         train, test = subsample_classes(train, test, subsample=subsample_setting(cfg))
