@@ -271,13 +271,9 @@ class SlurmRunner:
         skipped, queued, todo = [], {}, []
         active = None
         for job in jobs:
-            state = job.state()
-            if state == "done":
-                sweep_mod._announce_state(job, state, self.out)
-                skipped.append(job.key)
-                continue
+            # a task of ours still queued or running owns the run (its train.py may hold the run's lock): not again
             marker = read_marker(job.output_dir)
-            if marker is not None:
+            if marker is not None and sweep_mod.read_complete_record(job.results_path) is None:
                 if active is None:
                     active = self.client.active()
                 if active.get(marker["job_id"]) in ACTIVE_STATES:
@@ -285,8 +281,12 @@ class SlurmRunner:
                           f"not submitted again", file=self.out)
                     queued[job.key] = marker["job_id"]
                     continue
+            state = job.state()
             sweep_mod._announce_state(job, state, self.out)
-            todo.append(job)
+            if state == "done":
+                skipped.append(job.key)
+            else:
+                todo.append(job)
         return skipped, queued, todo
 
     @staticmethod
