@@ -296,11 +296,13 @@ class _BatchImageFeatures(nn.Module):
             raise LoopMismatch(f"per-image loop: the image encoder got a batch of {x.shape[0]}, expected 1")
         if self.features is None:
             self.features = self.encoder(self.images.to(device=x.device, dtype=x.dtype))
-        if self.calls >= self.features.shape[0]:
+        if self.calls >= self.images.shape[0]:
             raise LoopMismatch("per-image loop: the image encoder was called more than once per image")
-        row = self.features[self.calls:self.calls + 1]
+        i = self.calls
         self.calls += 1
-        return row
+        if isinstance(self.features, tuple):  # per-layer features (FSMoE's LayerFeatures): each field's row
+            return type(self.features)(*(t[i:i + 1] for t in self.features))
+        return self.features[i:i + 1]
 
 
 def per_image(model: nn.Module, fn: Callable, image: torch.Tensor, *others: torch.Tensor,
