@@ -140,8 +140,10 @@ def mocoop_template_groups(n_cls: int) -> str:
     return "ImageNet" if n_cls >= 1000 else "Caltech101"
 
 
-def method_settings(cfg, node: str, n_cls: Optional[int]) -> None:
+def method_settings(cfg, node: str, n_cls: Optional[int], arch: Optional[str] = None) -> None:
     """What the benchmark fixes per method, before ``--opts`` (which can override it)."""
+    if node == "FSMOE" and "FSMOE" in cfg.TRAINER and arch in ARCHS:  # top-k of at most the backbone's shallow blocks
+        cfg.TRAINER.FSMOE.TOP_K = min(cfg.TRAINER.FSMOE.TOP_K, max(ARCHS[arch]["vision_layers"] - 1, 1))
     if node == "MOCOOP" and "MOCOOP" in cfg.TRAINER:
         if n_cls is not None:
             cfg.TRAINER.MOCOOP.TEMPLATE_GROUPS = mocoop_template_groups(n_cls)
@@ -174,7 +176,7 @@ def build_cfg(trainer_cls: type, arch: str, config_file: Optional[str], prec: Op
     node = getattr(trainer_cls, "CFG_NODE", "")
     if prec and node:
         cfg.TRAINER[node].PREC = prec
-    method_settings(cfg, node, n_cls)
+    method_settings(cfg, node, n_cls, arch)
     merge_from_list_checked(cfg, list(opts))
     cfg.freeze()
     return cfg

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import train
 from dasslite import sweep as S
+from dasslite.analysis.expert_usage import format_dataset_table, summarize_runs
 from dasslite.clip.tiny import build_tiny_clip
 from dasslite.clip.visual import ViTLayerEncoder, vit_head, vit_layer_features, vit_tokens
 from dasslite.prompting.full_spectrum import FullSpectrumCLIP, FullSpectrumPromptLearner, token_groups
@@ -348,3 +349,7 @@ def test_demo_base2new_end_to_end(tmp_path_factory, tmp_path, capsys):
     assert new["complete"] and new["subsample_classes"] == "new" and new["accuracy"] > 50
     assert f"{new['accuracy']:.2f}" in table and "| demo" in table
     assert all(math.isfinite(v) for v in json.load(open(run / "expert_usage.json"))["summary"]["dataset_share"])
+    # the per-dataset expert-usage tool reads FSMoE's layer routing like MoCoOp's prompt experts
+    rows = summarize_runs([str(out / "base2new" / "test_new")])
+    assert [r.dataset for r in rows] == ["EuroSAT"] and rows[0].usage.expert_names == ["block 0", "block 1"]
+    assert rows[0].usage.total_images == new["total"] and "block 0" in format_dataset_table(rows)

@@ -10,11 +10,9 @@ Composition: ``dasslite.clip.visual`` (per-layer features), ``dasslite.prompting
 ``dasslite.prompting.full_spectrum`` (prompts and model). After each test evaluation the router's layer choice per
 class is written next to the results (``expert_usage.*``, as MoCoOp's experts).
 """
-import os.path as osp
-
 from yacs.config import CfgNode as CN
 
-from dasslite.analysis.expert_usage import ExpertUsage
+from dasslite.analysis.usage_recording import ExpertUsageRecording
 from dasslite.compat import TRAINER_REGISTRY
 from dasslite.prompting.config import add_prompt_common, register_config
 from dasslite.prompting.full_spectrum import TOKEN_ORDERS, FullSpectrumCLIP, FullSpectrumPromptLearner
@@ -48,7 +46,7 @@ def add_fsmoe_config(cfg) -> None:
 
 
 @TRAINER_REGISTRY.register()
-class FSMoE(ClipPromptTrainer):
+class FSMoE(ExpertUsageRecording, ClipPromptTrainer):
     CFG_NODE = "FSMOE"
 
     def check_cfg(self, cfg) -> None:
@@ -87,25 +85,11 @@ class FSMoE(ClipPromptTrainer):
                              f"TRAINER.FSMOE.LAYERS {tuple(saved.tolist())}")
         super().load_model_state(name, module, checkpoint, path)
 
-    # -- routing analysis: which layers each class selects ---------------------------------------------------------
-    def parse_batch_test(self, batch):
-        input, label = super().parse_batch_test(batch)
-        self._batch_labels = label
-        return input, label
+    # -- routing analysis: which layers each class selects (written after each test evaluation) ----------------------
+    usage_title = "FSMoE layer routing per class"
 
-    def test(self, split=None):
-        if not self.method_cfg.EXPERT_USAGE or not self.cfg.OUTPUT_DIR or (split or self.cfg.TEST.SPLIT) != "test":
-            return super().test(split)
-        names = [f"block {i}" for i in self.model.prompt_learner.layers]
-        usage = ExpertUsage(list(self.dm.dataset.classnames), names)
-        self.model.routing_hook = lambda r: usage.update(self._batch_labels, r.indices, r.weights)
-        try:
-            result = super().test(split)
-        finally:
-            self.model.routing_hook = None
-        paths = usage.write(self.cfg.OUTPUT_DIR, title=f"{self.cfg.DATASET.NAME}: FSMoE layer routing per class",
-                            dataset=self.cfg.DATASET.NAME,
-                            extra={"subsample_classes": self.cfg.DATASET.SUBSAMPLE_CLASSES, "seed": self.cfg.SEED,
-                                   "trainer": "FSMoE", "experts": "ViT blocks (class token after the block)"})
-        print(f"Layer routing written to {', '.join(osp.basename(p) for p in paths)} in {self.cfg.OUTPUT_DIR}")
-        return result
+    def expert_names(self):
+        return [f"block {i}" for i in self.model.prompt_learner.layers]
+
+    def usage_extra(self) -> dict:
+        return {"trainer": "FSMoE", "experts": "ViT blocks (their class token feeds the expert)"}

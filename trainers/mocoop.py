@@ -10,14 +10,13 @@ image, a semantically grouped text-to-text loss and a hard-prompt-guided gating 
 - After every test evaluation the routing per class is written next to the results (``expert_usage.*``).
 """
 import json
-import os.path as osp
 
 import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from clip_templates import dataset_template_groups
-from dasslite.analysis.expert_usage import ExpertUsage
+from dasslite.analysis.usage_recording import ExpertUsageRecording
 from dasslite.compat import TRAINER_REGISTRY
 from dasslite.prompting.calibration import VitLayerNormTuning, add_recalibration_keys, attach_recalibration
 from dasslite.prompting.config import add_prompt_common, register_config
@@ -73,7 +72,7 @@ def decode_definition(buffer: torch.Tensor) -> dict:
 
 
 @TRAINER_REGISTRY.register()
-class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
+class MoCoOp(ExpertUsageRecording, VitLayerNormTuning, ClipPromptTrainer):
     CFG_NODE = "MOCOOP"
 
     def check_cfg(self, cfg) -> None:
@@ -125,26 +124,6 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
                 f"(and the same GROUPS_FILE).")
         super().load_model_state(name, module, checkpoint, path)
 
-    # -- expert usage, recorded during test evaluations ---------------------------------------------------------
-    def parse_batch_test(self, batch):
-        input, label = super().parse_batch_test(batch)
-        self._batch_labels = label
-        return input, label
-
-    def test(self, split=None):
-        model, c = self.model, self.method_cfg
-        if not c.EXPERT_USAGE or not self.cfg.OUTPUT_DIR or (split or self.cfg.TEST.SPLIT) != "test":
-            return super().test(split)
-        learner = model.prompt_learner
-        names = list(self.dm.dataset.classnames)
-        usage = ExpertUsage(names, [f"{e}: {s.template}" for e, s in enumerate(learner.splits)])
-        model.routing_hook = lambda r: usage.update(self._batch_labels, r.indices, r.weights)
-        try:
-            result = super().test(split)
-        finally:
-            model.routing_hook = None
-        paths = usage.write(self.cfg.OUTPUT_DIR, title=f"{self.cfg.DATASET.NAME}: routing weight per class",
-                            dataset=self.cfg.DATASET.NAME,
-                            extra={"subsample_classes": self.cfg.DATASET.SUBSAMPLE_CLASSES, "seed": self.cfg.SEED})
-        print(f"Expert usage written to {', '.join(osp.basename(p) for p in paths)} in {self.cfg.OUTPUT_DIR}")
-        return result
+    # -- expert usage, recorded during test evaluations (ExpertUsageRecording) ---------------------------------
+    def expert_names(self):
+        return [f"{e}: {s.template}" for e, s in enumerate(self.model.prompt_learner.splits)]
