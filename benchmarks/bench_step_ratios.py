@@ -51,6 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (one step of every case each)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps of every case first (0 on a slow machine: a "
+                                                         "CPU's first step costs little extra)")
     p.add_argument("--prec", default="fp32")
     p.add_argument("--cases", nargs="+", default=["FSMoE", "FSMoE:ref", "CoCoOp"])
     p.add_argument("--device", default="cpu")
@@ -62,8 +64,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     batch = {"img": images, "label": labels}
     trainers = {spec: build_case(spec, args.arch, args.classes, args.batch, args.prec, master, device)
                 for spec in args.cases}
-    for spec, trainer in trainers.items():  # one untimed warm-up step each
-        trainer.forward_backward(batch)
+    for _ in range(args.warmup):  # untimed warm-up steps
+        for trainer in trainers.values():
+            trainer.forward_backward(batch)
     times: Dict[str, List[float]] = {spec: [] for spec in trainers}
     for r in range(args.rounds):
         for spec, trainer in trainers.items():

@@ -57,6 +57,13 @@ for arch in $ARCHS; do
     "$PYTHON" benchmarks/bench_text.py --arch "$arch" --device "$DEVICE" --buckets 1 2 3 4 \
         --out "$RESULTS_DIR/text_$name.json" ${TEXT_OPTS:-} || status=$?
 done
+# FSMoE's two targets (issue 9) are stated at C = 100 and batch 8: its fast step, its per-image 77-token reference
+# step and a CoCoOp step, timed interleaved (medians of 10 rounds) into <RESULTS_DIR>/fsmoe_step_ratios_<arch>.json.
+for arch in $ARCHS; do
+    name=$(echo "$arch" | tr 'A-Z' 'a-z' | tr -d '/' | tr '-' '_')
+    "$PYTHON" benchmarks/bench_step_ratios.py --arch "$arch" --device "$DEVICE" --classes 100 --batch 8 --rounds 10 \
+        --prec fp16 --cases FSMoE FSMoE:ref CoCoOp --out "$RESULTS_DIR/fsmoe_step_ratios_$name.json" || status=$?
+done
 if [ ${#files[@]} -gt 0 ]; then
     "$PYTHON" benchmarks/bench_trainers.py --report "${files[@]}" ${README:+--update-readme "$README"} || status=$?
 fi

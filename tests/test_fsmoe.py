@@ -264,6 +264,20 @@ def test_step_trains_only_tokens_meta_net_router_and_experts(eurosat_root, tiny_
         assert tr.model_inference(batch["img"]).shape == (batch["img"].shape[0], 10)
 
 
+@pytest.mark.parametrize("prec", ["fp16", "bf16", "amp"])
+def test_every_precision_trains_a_step_on_cpu(eurosat_root, tiny_clip_checkpoint, tmp_path, prec):
+    tr = make_trainer(eurosat_root, tiny_clip_checkpoint, tmp_path, trainer="FSMoE", config=CFG,
+                      extra=FAST + ["TRAINER.FSMOE.PREC", prec, "TRAINER.FSMOE.RC_TARGET", "metanet"])
+    learner = tr.model.prompt_learner
+    dtype = torch.float16 if prec == "fp16" else torch.float32
+    assert learner.ctx.dtype == learner.moe.experts.fc1_weight.dtype == learner.meta_net.linear1.weight.dtype == dtype
+    assert learner.moe.router.net[0].weight.dtype == torch.float32  # the router stays fp32
+    before = learner.ctx.detach().clone()
+    summary, _ = one_step(tr)
+    assert all(math.isfinite(v) for v in summary.values()), summary
+    assert not torch.equal(learner.ctx.detach(), before)
+
+
 def test_config_errors(eurosat_root, tiny_clip_checkpoint, tmp_path):
     cases = [(["TRAINER.FSMOE.RC_TARGET", "experts"], "RC_TARGET"),
              (["TRAINER.FSMOE.TOKEN_ORDER", "mixed"], "TOKEN_ORDER"),
