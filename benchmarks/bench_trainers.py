@@ -32,11 +32,13 @@ import torch  # noqa: E402
 from benchmarks import harness as H  # noqa: E402
 from benchmarks import report  # noqa: E402
 
-# The baselines of the ratios first, CoCoOp (the slowest reference path) last: a run cut short keeps the most.
-DEFAULT_TRAINERS = ["ZeroshotCLIP", "CoOp", "MoCoOp", "LASP", "KgCoOp", "CoCoOp"]
+# The baselines of the ratios first, CoCoOp and FSMoE (the slowest reference paths) last: a run cut short keeps the
+# most.
+DEFAULT_TRAINERS = ["ZeroshotCLIP", "CoOp", "MoCoOp", "LASP", "KgCoOp", "CoCoOp", "FSMoE"]
 ZEROSHOT = "ZeroshotCLIP"
 COOP = "CoOp"
 LASP = "LASP"
+COCOOP = "CoCoOp"  # FSMoE's step ratio baseline
 SMOKE = dict(arch=["tiny"], classes=[6], batch=4, steps=1, warmup=1, eval_batch=8, eval_batches=2, device="cpu",
              prec="fp32", ref_prec="fp32", trainers=["all"], max_case_s=10.0)
 FULL = dict(arch=["ViT-B/16", "ViT-L/14"], classes=[100, 1000], batch=32, steps=10, warmup=3, eval_batch=100,
@@ -261,7 +263,8 @@ def add_zeroshot_ratios(entries: List[Dict[str, Any]]) -> None:
 def add_step_ratios(entries: List[Dict[str, Any]]) -> None:
     """``train_step_vs_coop`` / ``train_step_vs_lasp``: a trainer's fast training step time over CoOp's / LASP's
     (MoCoOp's base recipe: the same ViT LayerNorm tuning and text loss), same backbone, C and batch."""
-    for baseline, key in ((COOP, "train_step_vs_coop"), (LASP, "train_step_vs_lasp")):
+    for baseline, key in ((COOP, "train_step_vs_coop"), (LASP, "train_step_vs_lasp"),
+                          (COCOOP, "train_step_vs_cocoop")):
         steps = {(e["arch"], e["classes"], e["batch"]): (e["fast"].get("train") or {}).get("step_ms")
                  for e in entries if e["trainer"] == baseline}
         for e in entries:

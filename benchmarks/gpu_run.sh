@@ -70,6 +70,16 @@ for arch in $ARCHS; do
     "$PYTHON" benchmarks/bench_pmoe.py --arch "$arch" --device "$DEVICE" --dispatchers gate attention topk \
         --out "$RESULTS_DIR/pmoe_$name.json" || status=$?
 done
+# FSMoE's two targets (issue 9) are stated at C = 100 and batch 8: its fast step, its per-image 77-token reference
+# step and a CoCoOp step, timed interleaved (medians of 10 rounds) into <RESULTS_DIR>/fsmoe_step_ratios_<arch>.json
+# (FSMOE_OPTS: extra bench_step_ratios.py options, which override these, e.g. "--rounds 3").
+for arch in $ARCHS; do
+    name=$(echo "$arch" | tr 'A-Z' 'a-z' | tr -d '/' | tr '-' '_')
+    # shellcheck disable=SC2086  # FSMOE_OPTS: extra options, word-split on purpose
+    "$PYTHON" benchmarks/bench_step_ratios.py --arch "$arch" --device "$DEVICE" --classes 100 --batch 8 --rounds 10 \
+        --prec fp16 --cases FSMoE FSMoE:ref CoCoOp --out "$RESULTS_DIR/fsmoe_step_ratios_$name.json" \
+        ${FSMOE_OPTS:-} || status=$?
+done
 if [ ${#files[@]} -gt 0 ]; then
     "$PYTHON" benchmarks/bench_trainers.py --report "${files[@]}" ${README:+--update-readme "$README"} || status=$?
 fi

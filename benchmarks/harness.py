@@ -181,8 +181,10 @@ def mocoop_template_groups(n_cls: int) -> str:
     return "ImageNet" if n_cls >= 1000 else "Caltech101"
 
 
-def method_settings(cfg, node: str, n_cls: Optional[int]) -> None:
+def method_settings(cfg, node: str, n_cls: Optional[int], arch: Optional[str] = None) -> None:
     """What the benchmark fixes per method, before ``--opts`` (which can override it)."""
+    if node == "FSMOE" and "FSMOE" in cfg.TRAINER and arch in ARCHS:  # top-k of at most the backbone's shallow blocks
+        cfg.TRAINER.FSMOE.TOP_K = min(cfg.TRAINER.FSMOE.TOP_K, max(ARCHS[arch]["vision_layers"] - 1, 1))
     if node == "MOCOOP" and "MOCOOP" in cfg.TRAINER:
         if n_cls is not None:
             cfg.TRAINER.MOCOOP.TEMPLATE_GROUPS = mocoop_template_groups(n_cls)
@@ -220,7 +222,7 @@ def build_cfg(trainer_cls: type, arch: str, config_file: Optional[str], prec: Op
     node = getattr(trainer_cls, "CFG_NODE", "")
     if prec and node:
         cfg.TRAINER[node].PREC = prec
-    method_settings(cfg, node, n_cls)
+    method_settings(cfg, node, n_cls, arch)
     merge_from_list_checked(cfg, list(opts))
     cfg.freeze()
     return cfg
@@ -342,11 +344,13 @@ class _BatchImageFeatures(nn.Module):
             raise LoopMismatch(f"per-image loop: the image encoder got a batch of {x.shape[0]}, expected 1")
         if self.features is None:
             self.features = self.encoder(self.images.to(device=x.device, dtype=x.dtype))
-        if self.calls >= self.features.shape[0]:
+        if self.calls >= self.images.shape[0]:
             raise LoopMismatch("per-image loop: the image encoder was called more than once per image")
-        row = self.features[self.calls:self.calls + 1]
+        i = self.calls
         self.calls += 1
-        return row
+        if isinstance(self.features, tuple):  # per-layer features (FSMoE's LayerFeatures): each field's row
+            return type(self.features)(*(t[i:i + 1] for t in self.features))
+        return self.features[i:i + 1]
 
 
 def per_image(model: nn.Module, fn: Callable, image: torch.Tensor, *others: torch.Tensor,

@@ -104,6 +104,7 @@ DEFAULT_CFGS = {"CoOp": "vit_b16_ctxv1", "LASP": "vit_b16_c4_ep25_batch32_cls_t2
                 "ZeroshotCLIP": "vit_b16", "ZeroshotCLIP2": "vit_b16",
                 "CoCoOp": "vit_b16_c4_ep10_batch1_ctxv1", "KgCoOp": "vit_b16_ep100_ctxv1"}
 DEFAULT_CFGS["PMoE"] = "vit_b16_ep10_ctxv1"  # pMoE-style: CLIP + DINO ViT-B/16 experts, CLIP joint-space head
+DEFAULT_CFGS["FSMoE"] = "vit_b16_c8_ep10_batch32_coop"  # FSMoE's recipe for the 11 CoOp datasets
 # Per-dataset recipes (from the LASP authors' logs; MoCoOp mirrors them, with its own ImageNet and Food101 files).
 _LASP_EP50 = "vit_b16_c4_ep50_batch32_cls_t2t_10_wcl_25_g1_b_lr32"
 _LASP_EP300 = "vit_b16_c4_ep300_batch32_cls_t2t_5_wcl_25_g1_b_lr32"

@@ -307,7 +307,8 @@ def test_gpu_run_script_replaces_results_only_on_success(tmp_path):
     readme = tmp_path / "README.md"
     shutil.copy(os.path.join(root, "benchmarks", "README.md"), readme)
     env = dict(os.environ, ARCHS="tiny", DEVICE="cpu", PYTHON=sys.executable, RESULTS_DIR=str(tmp_path / "res"),
-               README=str(readme), TEXT_OPTS="--classes 6 --repeats 1")
+               README=str(readme), TEXT_OPTS="--classes 6 --repeats 1",
+               FSMOE_OPTS="--classes 6 --batch 4 --rounds 1 --warmup 0 --prec fp32")
 
     def run(*extra):
         return subprocess.run(["bash", "benchmarks/gpu_run.sh", "--smoke", "--trainers", "ZeroshotCLIP", "CoOp",
@@ -322,6 +323,9 @@ def test_gpu_run_script_replaces_results_only_on_success(tmp_path):
     assert "| CoOp | 6 |" in filled and "**Pending.**" not in filled
     text = json.loads((tmp_path / "res" / "text_tiny.json").read_text())  # the text core's own benchmark
     assert [c["classes"] for c in text["cases"]] == [6] and len(text["cases"][0]["rows"]) == 7
+    ratios = json.loads((tmp_path / "res" / "fsmoe_step_ratios_tiny.json").read_text())  # FSMoE's interleaved steps
+    assert set(ratios["median_step_s"]) == {"FSMoE", "FSMoE:ref", "CoCoOp"}
+    assert ratios["ratios"]["FSMoE:ref / FSMoE"] > 0
     failed = run("--config", f"CoOp={tmp_path / 'no_such_recipe.yaml'}")
     assert failed.returncode != 0
     assert "is left as it was" in failed.stderr

@@ -8,6 +8,7 @@ from dasslite.prompting.config import extend_cfg
 
 from . import cocoop  # noqa: F401
 from . import coop  # noqa: F401
+from . import fsmoe  # noqa: F401
 from . import kgcoop  # noqa: F401
 from . import lasp  # noqa: F401
 from . import mocoop  # noqa: F401

@@ -10,14 +10,13 @@ image, a semantically grouped text-to-text loss and a hard-prompt-guided gating 
 - After every test evaluation the routing per class is written next to the results (``expert_usage.*``).
 """
 import json
-import os.path as osp
 
 import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from clip_templates import dataset_template_groups
-from dasslite.analysis.expert_usage import ExpertUsage
+from dasslite.analysis.usage_recording import ExpertUsageRecording
 from dasslite.compat import TRAINER_REGISTRY
 from dasslite.prompting.calibration import VitLayerNormTuning, add_recalibration_keys, attach_recalibration
 from dasslite.prompting.config import add_prompt_common, register_config
@@ -74,7 +73,7 @@ def decode_definition(buffer: torch.Tensor) -> dict:
 
 
 @TRAINER_REGISTRY.register()
-class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
+class MoCoOp(ExpertUsageRecording, VitLayerNormTuning, ClipPromptTrainer):
     CFG_NODE = "MOCOOP"
     IMAGE_PATH_FROZEN = True  # the image encoder is frozen and unprompted (unless FINETUNE_VIT_LN)
 
@@ -136,31 +135,6 @@ class MoCoOp(VitLayerNormTuning, ClipPromptTrainer):
         summary.update(self.model.last_router_load)
         return summary
 
-    # -- expert usage, recorded during test evaluations ---------------------------------------------------------
-    def parse_batch_test(self, batch):
-        input, label = super().parse_batch_test(batch)
-        self._batch_labels = label
-        return input, label
-
-    def test(self, split=None):
-        model, c = self.model, self.method_cfg
-        if not c.EXPERT_USAGE or not self.cfg.OUTPUT_DIR or (split or self.cfg.TEST.SPLIT) != "test":
-            return super().test(split)
-        learner = model.prompt_learner
-        names = list(self.dm.dataset.classnames)
-        usage = ExpertUsage(names, [f"{e}: {s.template}" for e, s in enumerate(learner.splits)])
-        model.routing_hook = lambda r: usage.update(self._batch_labels, r.indices, r.weights)
-        try:
-            result = super().test(split)
-        finally:
-            model.routing_hook = None
-        paths = usage.write(self.cfg.OUTPUT_DIR, title=f"{self.cfg.DATASET.NAME}: routing weight per class",
-                            dataset=self.cfg.DATASET.NAME,
-                            extra={"subsample_classes": self.cfg.DATASET.SUBSAMPLE_CLASSES, "seed": self.cfg.SEED})
-        print(f"Expert usage written to {', '.join(osp.basename(p) for p in paths)} in {self.cfg.OUTPUT_DIR}")
-        load = usage.router_load()
-        if load is not None:
-            print(f"Router load: entropy {load['entropy']:.3f} (1 = even over {usage.num_experts} experts); busiest "
-                  f"expert {load['busiest_expert']!r}: {100 * load['busiest_share']:.1f}% of the routing weight, in "
-                  f"the top-{usage.top_k} of {100 * load['busiest_picked']:.1f}% of the images")
-        return result
+    # -- expert usage, recorded during test evaluations (ExpertUsageRecording) ---------------------------------
+    def expert_names(self):
+        return [f"{e}: {s.template}" for e, s in enumerate(self.model.prompt_learner.splits)]

@@ -17,6 +17,7 @@ _EXPORTS = {
     "summarize_runs": "expert_usage",
     "format_dataset_table": "expert_usage",
     "write_dataset_summary": "expert_usage",
+    "ExpertUsageRecording": "usage_recording",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -50,12 +50,7 @@ class ConditionalPromptLearner(ContextPromptLearner):
     def encode_conditioned(self, text_encoder: nn.Module, image_features: torch.Tensor) -> torch.Tensor:
         """Raw class features [B, C, E] per image. With the class name at the end, SOS + image b's context is
         shared by its C prompts and encoded once per image (``TextEncoder.encode_prefixed`` with B prefixes)."""
-        if self.shares_prefix:
-            return self.encode_contexts(text_encoder, self.contexts(image_features))
-        n_img = image_features.shape[0]
-        prompts = self(image_features)
-        tokens = self.tokenized_prompts.repeat(n_img, 1)  # [B*C, L], image-major like the prompts
-        return text_encoder(prompts.flatten(0, 1), tokens).view(n_img, self.n_cls, -1)
+        return self.encode_per_image(text_encoder, self.contexts(image_features))
 
 
 class ConditionalPromptCLIP(ClipClassifier):

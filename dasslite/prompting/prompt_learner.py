@@ -103,6 +103,17 @@ class ContextPromptLearner(nn.Module):
         return text_encoder.encode_prefixed(torch.cat([sos, ctx], dim=-2), suffix,
                                             eot_positions(self.tokenized_prompts))
 
+    def encode_per_image(self, text_encoder: nn.Module, ctx: torch.Tensor) -> torch.Tensor:
+        """Raw class features [B, C, E] for one context per image ``ctx`` [B, M, D] (CoCoOp, FSMoE): the B x C
+        prompts in one (chunked) call; with the class name at the end, each image's SOS + context is encoded once
+        for its C prompts (``encode_contexts``)."""
+        if self.shares_prefix:
+            return self.encode_contexts(text_encoder, ctx)
+        n_img = ctx.shape[0]
+        prompts = self.assemble(ctx.unsqueeze(1).expand(-1, self.n_cls, -1, -1))
+        tokens = self.tokenized_prompts.repeat(n_img, 1)  # [B*C, L], image-major like the prompts
+        return text_encoder(prompts.flatten(0, 1), tokens).view(n_img, self.n_cls, -1)
+
     def encode(self, text_encoder: nn.Module) -> torch.Tensor:
         """Raw class features [C, E] of the prompts (the shared prefix encoded once when there is one)."""
         if self.shares_prefix:

@@ -9,6 +9,7 @@ weights are a softmax over *only those k logits* (no softmax before top-k, so th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -22,11 +23,13 @@ ROUTER_TYPES = ("linear", "mlp")
 @dataclass
 class Routing:
     """What a router decided for a batch: raw ``logits`` [B, E], the selected experts ``indices`` [B, k] (largest
-    logit first) and their ``weights`` [B, k] (softmax over the selected logits)."""
+    logit first) and their ``weights`` [B, k] (softmax over the selected logits); an mlp router also gives its
+    ``hidden`` state [B, H] (after the ReLU; FSMoE's routing-consistency loss can target it), else None."""
 
     logits: torch.Tensor
     indices: torch.Tensor
     weights: torch.Tensor
+    hidden: Optional[torch.Tensor] = None
 
     @property
     def num_experts(self) -> int:
@@ -76,11 +79,16 @@ class TopKRouter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Routing:
         x = x.float()
-        logits = self.net(x)
+        hidden = None
+        if isinstance(self.net, nn.Sequential):
+            hidden = self.net[1](self.net[0](x))
+            logits = self.net[2](hidden)
+        else:
+            logits = self.net(x)
         if self.noise is not None and self.training:
             logits = logits + torch.randn_like(logits) * F.softplus(self.noise(x))
         indices, weights = top_k_softmax(logits, self.k)
-        return Routing(logits, indices, weights)
+        return Routing(logits, indices, weights, hidden)
 
 
 def router_load(routing: Routing) -> dict:
