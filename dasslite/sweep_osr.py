@@ -25,7 +25,7 @@ from dasslite.osr_metrics import BALANCE_MODES, OSR_RESULTS_FILE
 OSR_BENCHMARKS = ("osr_cifar10", "osr_cifar_plus10", "osr_cifar_plus50", "osr_tinyimagenet")
 NUM_SPLITS = 5
 # `bash scripts/<method>/osr.sh demo`: that method beside these, on the demo world, in one table
-DEMO_TRAINERS = ("CoCoOp", "ZeroshotCLIP")
+DEMO_TRAINERS = ("FSMoE", "CoCoOp", "ZeroshotCLIP")
 BASE_NEW_PHASE = "base_new"  # the phase folder of base-vs-new open-set runs on the CoOp datasets
 
 

@@ -1,4 +1,4 @@
-"""`bash scripts/<method>/osr.sh demo` end to end on the offline demo world: the demo's trainers side by side, the
+"""`bash scripts/fsmoe/osr.sh demo` (the README's command) end to end on the offline demo world: the demo's trainers side by side, the
 base2new training reused through its checkpoint, finished runs skipped on a rerun."""
 import json
 import os
@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_script(args, env):
-    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "cocoop", "osr.sh"), *args], cwd=REPO, env=env,
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "fsmoe", "osr.sh"), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
@@ -39,7 +39,7 @@ def test_osr_demo_end_to_end(demo_env):
     text = run_script(["demo", "1"], demo_env)
     table = text[text.rindex("Open-set recognition: demo"):]
     header = next(line for line in table.splitlines() if line.startswith("| Metric"))
-    assert all(f"{t} (demo)" in header for t in ("CoCoOp",) + DEMO_TRAINERS)
+    assert DEMO_TRAINERS[0] == "FSMoE" and all(f"{t} (demo)" in header for t in DEMO_TRAINERS)
     for row in ("| ACC", "| AUROC", "| OSCR", "| FPR95", "| Runs"):
         assert row in table
 
@@ -62,5 +62,9 @@ def test_osr_demo_end_to_end(demo_env):
     assert osr_record["osr"]["metrics"]["mls"]["acc"] == pytest.approx(88.0, abs=5.0)
     assert osr_record["osr"]["metrics"]["mls"]["auroc"] == pytest.approx(93.88, abs=5.0)
 
+    fsmoe = record(out, "osr", "base_new", "demo", "shots_4", "FSMoE", "demo", "seed1", "osr_results.json")
+    assert fsmoe["osr"]["metrics"]["mls"]["acc"] > zs["osr"]["metrics"]["mls"]["acc"] + 10  # FSMoE learned too
+
     again = run_script(["demo", "1"], demo_env)  # everything finished: skipped, nothing trained or evaluated
-    assert again.count("skipping") == 3 and "epoch [" not in again and "=> open-set result" not in again
+    # FSMoE and CoCoOp: their base2new training and their open-set run; zero-shot CLIP: its open-set run
+    assert again.count("skipping") == 5 and "epoch [" not in again and "=> open-set result" not in again
