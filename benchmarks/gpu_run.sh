@@ -17,7 +17,8 @@
 # <RESULTS_DIR>/<arch>.json only when its run succeeds, and only successful runs go into the README; a failed run
 # leaves the old file as it was and keeps what it measured in <arch>.failed.json. The JSON is rewritten after every
 # case, so a run that is killed leaves <arch>.partial.json. The exit status is 1 when a case's two paths disagree
-# or a case fails with an error other than running out of memory.
+# or a case fails with an error other than running out of memory. PARTS (default "trainers text cache pmoe fsmoe")
+# picks the parts to run, e.g. PARTS=trainers for the trainers' table alone.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -27,9 +28,11 @@ DEVICE=${DEVICE:-cuda}
 README=${README-benchmarks/README.md}
 RESULTS_DIR=${RESULTS_DIR:-benchmarks/results}
 mkdir -p "$RESULTS_DIR"
+PARTS=${PARTS:-trainers text cache pmoe fsmoe}
+want() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 status=0
 files=()
-for arch in $ARCHS; do
+want trainers && for arch in $ARCHS; do
     name=$(echo "$arch" | tr 'A-Z' 'a-z' | tr -d '/' | tr '-' '_')  # ViT-B/16 -> vit_b16
     out="$RESULTS_DIR/$name.json"
     partial="$RESULTS_DIR/$name.partial.json"
@@ -53,7 +56,7 @@ for arch in $ARCHS; do
     fi
 done
 # The text core alone (seconds on a GPU): its shortcuts against one another, and the per-bucket cost calibration.
-for arch in $ARCHS; do
+want text && for arch in $ARCHS; do
     name=$(echo "$arch" | tr 'A-Z' 'a-z' | tr -d '/' | tr '-' '_')
     # shellcheck disable=SC2086  # TEXT_OPTS: extra options for bench_text.py, word-split on purpose
     "$PYTHON" benchmarks/bench_text.py --arch "$arch" --device "$DEVICE" --buckets 1 2 3 4 \
@@ -61,10 +64,11 @@ for arch in $ARCHS; do
 done
 # The image-feature cache on the GPU (seconds): cached == uncached logits per eligible trainer, within the precision's
 # tolerance (the tests run on the GPU when one is visible).
-"$PYTHON" -m pytest -q tests/test_feature_cache.py -k "equal or results_json or misses or corrupt" || status=$?
+want cache && { "$PYTHON" -m pytest -q tests/test_feature_cache.py -k "equal or results_json or misses or corrupt" \
+    || status=$?; }
 # pMoE-style (bench_pmoe.py, about a minute): 1, 2 and 3 frozen experts of the arch's size (ViT-B/16, or tiny), each
 # K-expert step against the sum of the single-expert VPT-deep steps (target <= 1.15), with peak memory per case.
-for arch in $ARCHS; do
+want pmoe && for arch in $ARCHS; do
     case "$arch" in ViT-B/16|tiny) ;; *) continue ;; esac
     name=$(echo "$arch" | tr 'A-Z' 'a-z' | tr -d '/' | tr '-' '_')
     "$PYTHON" benchmarks/bench_pmoe.py --arch "$arch" --device "$DEVICE" --dispatchers gate attention topk \
@@ -73,7 +77,7 @@ done
 # FSMoE's two targets (issue 9) are stated at C = 100 and batch 8: its fast step, its per-image 77-token reference
 # step and a CoCoOp step, timed interleaved (medians of 10 rounds) into <RESULTS_DIR>/fsmoe_step_ratios_<arch>.json
 # (FSMOE_OPTS: extra bench_step_ratios.py options, which override these, e.g. "--rounds 3").
-for arch in $ARCHS; do
+want fsmoe && for arch in $ARCHS; do
     name=$(echo "$arch" | tr 'A-Z' 'a-z' | tr -d '/' | tr '-' '_')
     # shellcheck disable=SC2086  # FSMOE_OPTS: extra options, word-split on purpose
     "$PYTHON" benchmarks/bench_step_ratios.py --arch "$arch" --device "$DEVICE" --classes 100 --batch 8 --rounds 10 \

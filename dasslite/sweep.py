@@ -298,9 +298,9 @@ class SweepSpec:
     def source_dir(self, seed: int) -> str:
         """xd/dg's source run: ``<output>/transfer/train/<source>/shots_<K>/<T>/<cfg>/seed<S>``, one folder both
         protocols train into and evaluate from; an existing run of the older per-protocol layout
-        (``<output>/<xd|dg>/train/...``) is used where it is."""
+        (``<output>/<xd|dg>/train/...``) is used where it is, and a ``--layout train=...`` template wins."""
         legacy = self.run_dir(seed, "train")
-        if osp.isdir(legacy):
+        if osp.isdir(legacy) or "train" in self.layouts:  # an older run, or the folders a --layout asks for
             return legacy
         return osp.join(self.output, results_mod.TRANSFER_FOLDER, "train", self.dataset, f"shots_{self.shots[0]}",
                         self.trainer, self.cfg, f"seed{seed}")

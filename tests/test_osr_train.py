@@ -44,7 +44,7 @@ def test_train_then_open_set_on_cifar10(tmp_path, tiny_clip_checkpoint):
 
 
 def test_open_set_on_a_coop_dataset_needs_base_classes(tmp_path, tiny_clip_checkpoint, eurosat_root):
-    extra = ["TRAINER.COOP.PREC", "fp32", "OSR.ENABLED", "True", "DATASET.NUM_SHOTS", "2"]
+    extra = ["TRAINER.ZSCLIP.PREC", "fp32", "OSR.ENABLED", "True", "DATASET.NUM_SHOTS", "2"]
     with pytest.raises(OpenSetSetupError, match="needs DATASET.SUBSAMPLE_CLASSES base"):
         run_train(eurosat_root, tiny_clip_checkpoint, str(tmp_path / "r"), flags=["--eval-only"],
                   extra=extra, trainer="ZeroshotCLIP", config="vit_b16")

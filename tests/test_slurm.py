@@ -213,10 +213,21 @@ def test_a_requeued_task_resumes_from_its_checkpoint(fake_repo, cluster, capsys)
         assert time.time() < deadline, cluster.run("squeue")
         time.sleep(0.3)
     cluster.run("scontrol", "requeue", job_id)  # what preemption with requeue does to a running task
+    # SLURM holds a requeued job for about two minutes before it is eligible again; the test need not wait for that,
+    # but it lets the first start end completely (the task body has reported train.py's exit) before the second
+    log = json.loads((run / SL.MARKER_FILE).read_text())["log"]
+    deadline = time.time() + 30
+    while "PENDING" not in cluster.run("squeue", "-h", "-j", job_id, "-o", "%T") or \
+            "train.py exited" not in open(log).read():
+        assert time.time() < deadline, cluster.run("squeue") + open(log).read()
+        time.sleep(0.3)
+    time.sleep(2)  # slurmd's clean-up of the first start's step
+    cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
     wait_idle(cluster, timeout=180)
+    console = (run / "console.txt").read_text()
+    assert (run / "results.json").exists(), console + open(log).read()
     record = json.loads((run / "results.json").read_text())
     assert record["complete"] and record["resumed"] is True
-    console = (run / "console.txt").read_text()
     assert "(restart 0)" in console and "(restart 1)" in console
     assert [c.split()[0] for c in calls(fake_repo)].count("train_base") == 2
 
