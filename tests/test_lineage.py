@@ -19,8 +19,8 @@ from tests.trainer_harness import make_trainer, one_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Every recipe the lineage's READMEs and config folders name (CoOp/CoCoOp: KaiyangZhou/CoOp configs/trainers;
-# KgCoOp: htyao89/KgCoOp; LASP: 1adrianb/lasp; MoCoOp: dyabel/mocoop configs/MoCoOp).
+# Every recipe the lineage's READMEs and config folders name (the CoOp/CoCoOp, KgCoOp, LASP and MoCoOp releases'
+# configs/trainers folders).
 _LASP = ["vit_b16_c4_ep10_batch1_cls_t2t_5_wcl_25_g1_b", "vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32",
          "vit_b16_c4_ep50_batch32_cls_t2t_10_wcl_25_g1_b_lr32", "vit_b16_c4_ep300_batch32_cls_t2t_5_wcl_25_g1_b_lr32"]
 LINEAGE_RECIPES = {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CoCoOp's own base-to-new script (KaiyangZhou/CoOp scripts/cocoop/base2new_test.sh): same arguments, same output
+# CoCoOp's own base-to-new script (the CoOp repository's scripts/cocoop/base2new_test.sh): same arguments, same output
 # folder output/base2new/test_new/<DATASET>/shots_16/<TRAINER>/<CFG>/seed<SEED>, which is also where
 # scripts/<method>/base2new.sh writes. A thin wrapper over `python -m dasslite.sweep base2new --phase test_new`:
 # a finished run is skipped, an unfinished one resumes. It needs the training (base2new_train.sh) finished.

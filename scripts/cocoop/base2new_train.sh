@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CoCoOp's own base-to-new script (KaiyangZhou/CoOp scripts/cocoop/base2new_train.sh): same arguments, same output
+# CoCoOp's own base-to-new script (the CoOp repository's scripts/cocoop/base2new_train.sh): same arguments, same output
 # folder output/base2new/train_base/<DATASET>/shots_16/<TRAINER>/<CFG>/seed<SEED>, which is also where
 # scripts/<method>/base2new.sh writes. A thin wrapper over `python -m dasslite.sweep base2new --phase train_base`:
 # a finished run is skipped, an unfinished one resumes.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CoCoOp's own cross-dataset evaluation script (KaiyangZhou/CoOp scripts/cocoop/xd_test.sh): same arguments, same
+# CoCoOp's own cross-dataset evaluation script (the CoOp repository's scripts/cocoop/xd_test.sh): same arguments, same
 # output folder output/evaluation/<TRAINER>/<CFG>_16shots/<DATASET>/seed<SEED>, loading the model that
 # xd_train.sh trained (output/imagenet/<TRAINER>/<CFG>_16shots/seed<SEED>, which must be finished). A thin wrapper
 # over `python -m dasslite.sweep xd --phase test`: a finished evaluation is skipped.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CoCoOp's own cross-dataset training script (KaiyangZhou/CoOp scripts/cocoop/xd_train.sh): same argument, same
+# CoCoOp's own cross-dataset training script (the CoOp repository's scripts/cocoop/xd_train.sh): same argument, same
 # output folder output/imagenet/<TRAINER>/<CFG>_16shots/seed<SEED> (16-shot ImageNet, all classes). A thin wrapper
 # over `python -m dasslite.sweep xd --phase train`: a finished run is skipped, an unfinished one resumes.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CoOp's own few-shot script (KaiyangZhou/CoOp scripts/coop/main.sh): same arguments, same output folders
+# CoOp's own few-shot script (the CoOp repository's scripts/coop/main.sh): same arguments, same output folders
 # output/<DATASET>/CoOp/<CFG>_<SHOTS>shots/nctx<NCTX>_csc<CSC>_ctp<CTP>/seed<S>, seeds 1 2 3, trained on all classes.
 # A thin wrapper over `python -m dasslite.sweep fewshot`: a finished run is skipped, an unfinished one resumes
 # (CoOp's script skipped any existing folder). Per-seed results: python parse_test_res.py <the folder above seed<S>>

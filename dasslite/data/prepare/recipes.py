@@ -2,7 +2,7 @@
 
 Sources (facts, not code):
 - URLs, archive names, folder layouts and the Google Drive ids of the ``split_zhou_*.json`` / ``cat_to_name.json`` /
-  ``classnames.txt`` / ``UCF-101-midframes.zip`` files: CoOp's DATASETS.md (KaiyangZhou/CoOp).
+  ``classnames.txt`` / ``UCF-101-midframes.zip`` files: CoOp's DATASETS.md (the CoOp repository).
 - ImageNet-A / ImageNet-R archive URLs: the READMEs of hendrycks/natural-adv-examples and hendrycks/imagenet-r.
 - MD5 digests: only where torchvision publishes one for the very same file (Food-101, DTD, Flowers-102 images and
   labels, Oxford-IIIT Pets images and annotations, SUN397, EuroSAT on torchvision's pinned mirror). Every other file
