@@ -15,7 +15,7 @@ from dasslite.prompting.conditional import ConditionalPromptCLIP, ConditionalPro
 from dasslite.prompting.prompt_learner import ContextPromptLearner
 from dasslite.sweep import DEFAULT_CFGS
 from dasslite.utils import close_logger
-from tests.trainer_harness import make_trainer, one_step
+from tests.trainer_harness import make_trainer, one_step, one_step_checking_updates
 from tests.trainer_harness import run_train
 from trainers.kgcoop import KgCoOpCLIP, knowledge_guided_loss
 
@@ -102,16 +102,8 @@ def test_cocoop_step_trains_the_context_and_meta_net_only(eurosat_root, tiny_cli
     assert tr.model.text_encoder.chunk_size == 7
     trainable = [n for n, p in tr.model.named_parameters() if p.requires_grad]
     assert trainable == ["prompt_learner.ctx"] + META_NET
-    frozen = {n: p.detach().clone() for n, p in tr.model.named_parameters() if not p.requires_grad}
-    learnable = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
-    summary, batch = one_step(tr)
+    summary, batch = one_step_checking_updates(tr)
     assert set(summary) == {"loss", "acc"} and summary["loss"] > 0
-    for n, p in tr.model.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None and p.grad.abs().sum() > 0, n
-            assert not torch.equal(p.detach(), learnable[n]), n
-        else:
-            assert p.grad is None and torch.equal(p.detach(), frozen[n]), n
     tr.set_model_mode("eval")
     with torch.no_grad():
         assert tr.model_inference(batch["img"]).shape == (batch["img"].shape[0], 10)

@@ -20,7 +20,7 @@ from dasslite.prompting.routing import Routing
 from dasslite.prompting.routing_consistency import RC_TARGETS, consistency_features, routing_consistency_loss
 from dasslite.sweep import DEFAULT_CFGS
 from tests.demo_fixtures import build_or_get_session_demo_world
-from tests.trainer_harness import make_trainer, one_step, run_train
+from tests.trainer_harness import make_trainer, one_step, one_step_checking_updates, run_train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSNAMES = ["Annual Crop Land", "Forest", "Sea or Lake"]
@@ -249,16 +249,8 @@ def test_step_trains_only_tokens_meta_net_router_and_experts(eurosat_root, tiny_
     assert trainable and all(n.startswith(prefixes) for n in trainable)
     assert all(any(n.startswith(p) for n in trainable) for p in prefixes)
     assert not any(p.requires_grad for p in tr.model.image_encoder.parameters())
-    frozen = {n: p.detach().clone() for n, p in tr.model.named_parameters() if not p.requires_grad}
-    learnable = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
-    summary, batch = one_step(tr)
+    summary, batch = one_step_checking_updates(tr)
     assert summary["loss_rc"] > 0 and summary["loss"] == pytest.approx(summary["loss_ce"] + summary["loss_rc"])
-    for n, p in tr.model.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None and p.grad.abs().sum() > 0, n
-            assert not torch.equal(p.detach(), learnable[n]), n
-        else:
-            assert p.grad is None and torch.equal(p.detach(), frozen[n]), n
     tr.set_model_mode("eval")
     with torch.no_grad():
         assert tr.model_inference(batch["img"]).shape == (batch["img"].shape[0], 10)

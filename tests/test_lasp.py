@@ -16,7 +16,7 @@ from dasslite.prompting.model import encode_class_templates
 from dasslite.prompting.virtual_classes import text_supervision_classes
 from dasslite.utils import close_logger
 from tests.trainer_harness import make_trainer as harness_make_trainer
-from tests.trainer_harness import one_step, run_train
+from tests.trainer_harness import one_step, one_step_checking_updates, run_train
 
 CFG = "vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32"
 FAST = ["TRAINER.LASP.PREC", "fp32", "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATASET.NUM_SHOTS", "2"]
@@ -151,16 +151,9 @@ def test_gradients_only_where_intended(eurosat_root, tiny_clip_checkpoint, tmp_p
     assert len(groups) == (2 if ln else 1)
     assert {id(p) for p in groups[0]["params"]} == {id(tr.model.prompt_learner.ctx),
                                                     id(tr.model.prompt_learner.correction.vector)}
-    frozen = {n: p.detach().clone() for n, p in tr.model.named_parameters() if not p.requires_grad}
-    before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
-    summary, _ = one_step(tr)
+    summary, _ = one_step_checking_updates(tr)
     assert {"loss", "loss_ce", "loss_text", "acc"} <= set(summary)
     assert summary["loss"] == pytest.approx(summary["loss_ce"] + summary["loss_text"], rel=1e-5)
-    for n, p in tr.model.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None and p.grad.abs().sum() > 0 and not torch.equal(p.detach(), before[n]), n
-        else:
-            assert p.grad is None and torch.equal(p.detach(), frozen[n]), n
 
     # the text loss alone reaches the context and the correction vector, never the image side
     tr.model.zero_grad(set_to_none=True)

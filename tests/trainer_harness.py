@@ -47,6 +47,23 @@ def make_trainer(root: str, clip_path: str, out, trainer: str = "CoOp", config: 
     return trainer_obj
 
 
+def one_step_checking_updates(tr, batch=None):
+    """``one_step``, then check that every learnable parameter got a non-zero gradient and changed, and that every
+    frozen one got no gradient and kept its value; returns ``(summary, batch)``."""
+    import torch
+
+    frozen = {n: p.detach().clone() for n, p in tr.model.named_parameters() if not p.requires_grad}
+    learnable = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
+    summary, batch = one_step(tr, batch)
+    for n, p in tr.model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, n
+            assert not torch.equal(p.detach(), learnable[n]), n
+        else:
+            assert p.grad is None and torch.equal(p.detach(), frozen[n]), n
+    return summary, batch
+
+
 def one_step(tr, batch=None):
     """One training step on ``batch`` (default: the first train batch) in the middle of an epoch."""
     batch = batch or next(iter(tr.train_loader_x))
