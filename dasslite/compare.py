@@ -579,6 +579,18 @@ def notes(cmp: Comparison) -> List[str]:
     return lines
 
 
+def _footer(cmp: Comparison, bullet: str) -> List[str]:
+    """The lines under a table: its missing cells and the runs that did not count, each item after ``bullet``."""
+    lines: List[str] = []
+    miss = missing_cells(cmp)
+    if miss:
+        lines += ["", "Missing cells (shown as missing, never averaged):"] + [bullet + x for x in miss]
+    runs = [r for m in cmp.methods for r in m.missing_runs]
+    if runs:
+        lines += ["", f"Runs that did not count ({len(runs)}):"] + [bullet + r for r in runs]
+    return lines
+
+
 def format_comparison(cmp: Comparison, fmt: str = TERMINAL) -> str:
     """One comparison in ``fmt`` (terminal, markdown or latex; CSV is :func:`csv_text`)."""
     if fmt == LATEX:
@@ -591,28 +603,14 @@ def format_comparison(cmp: Comparison, fmt: str = TERMINAL) -> str:
     if fmt == MARKDOWN:
         headers = ["Dataset"] + [f"{m.label} {_sub_label(cmp, k, x, fmt)}" for m, k, x in cols]
         table = tabulate(grid(cmp, fmt), headers=headers, tablefmt="github", disable_numparse=True)
-        lines = [f"### {cmp.title}", "", table, ""] + [f"- {n}" for n in notes(cmp)]
-        miss = missing_cells(cmp)
-        if miss:
-            lines += ["", "Missing cells (shown as missing, never averaged):"] + [f"- {x}" for x in miss]
-        runs = [r for m in cmp.methods for r in m.missing_runs]
-        if runs:
-            lines += ["", f"Runs that did not count ({len(runs)}):"] + [f"- {r}" for r in runs]
-        return "\n".join(lines)
+        return "\n".join([f"### {cmp.title}", "", table, ""] + [f"- {n}" for n in notes(cmp)] + _footer(cmp, "- "))
     headers, seen = ["Dataset"], set()
     for m, k, x in cols:
         top = m.label if m.label not in seen else ""
         seen.add(m.label)
         headers.append(f"{top}\n{_sub_label(cmp, k, x, fmt)}")
     table = tabulate(grid(cmp, fmt), headers=headers, tablefmt="simple", disable_numparse=True)
-    lines = [cmp.title, "", table, ""] + notes(cmp)
-    miss = missing_cells(cmp)
-    if miss:
-        lines += ["", "Missing cells (shown as missing, never averaged):"] + [f"  {x}" for x in miss]
-    runs = [r for m in cmp.methods for r in m.missing_runs]
-    if runs:
-        lines += ["", f"Runs that did not count ({len(runs)}):"] + [f"  {r}" for r in runs]
-    return "\n".join(lines)
+    return "\n".join([cmp.title, "", table, ""] + notes(cmp) + _footer(cmp, "  "))
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
