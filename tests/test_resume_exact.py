@@ -41,17 +41,16 @@ def assert_identical(record, out, reference):
         assert torch.equal(state[key], ref_state[key]), key
 
 
-@pytest.mark.parametrize("kill_at_step", [2, 3, 6],
-                         ids=["epoch1-last-batch", "epoch2-first-batch", "epoch3-last-batch"])
-def test_killed_mid_epoch_and_rerun_is_bit_identical(eurosat_root, tiny_clip_checkpoint, tmp_path, monkeypatch,
-                                                     reference, kill_at_step):
+def train_killed_at_step(eurosat_root, tiny_clip_checkpoint, tmp_path, monkeypatch, kill_at_step: int) -> str:
+    """A CoOp run killed at its ``kill_at_step``-th training step (2 per epoch: 20 images, batch 8, last dropped);
+    returns its output folder."""
     trainer_cls = TRAINER_REGISTRY.get("CoOp")
     original = trainer_cls.forward_backward
     calls = {"n": 0}
 
     def forward_backward(self, batch):
         calls["n"] += 1
-        if calls["n"] == kill_at_step:  # 2 batches per epoch (20 images, batch 8, last one dropped)
+        if calls["n"] == kill_at_step:
             raise Killed(f"step {kill_at_step}")
         return original(self, batch)
 
@@ -60,6 +59,14 @@ def test_killed_mid_epoch_and_rerun_is_bit_identical(eurosat_root, tiny_clip_che
     with pytest.raises(Killed):
         run_train(eurosat_root, tiny_clip_checkpoint, out, extra=OPTS)
     monkeypatch.setattr(trainer_cls, "forward_backward", original)
+    return out
+
+
+@pytest.mark.parametrize("kill_at_step", [2, 3, 6],
+                         ids=["epoch1-last-batch", "epoch2-first-batch", "epoch3-last-batch"])
+def test_killed_mid_epoch_and_rerun_is_bit_identical(eurosat_root, tiny_clip_checkpoint, tmp_path, monkeypatch,
+                                                     reference, kill_at_step):
+    out = train_killed_at_step(eurosat_root, tiny_clip_checkpoint, tmp_path, monkeypatch, kill_at_step)
     assert not os.path.exists(os.path.join(out, "results.json"))
     record = run_train(eurosat_root, tiny_clip_checkpoint, out, extra=OPTS)
     assert_identical(record, out, reference)
@@ -97,21 +104,7 @@ def test_killed_while_writing_the_resume_state_and_rerun_is_bit_identical(eurosa
 
 def test_unreadable_resume_state_falls_back_to_the_previous_one(eurosat_root, tiny_clip_checkpoint, tmp_path,
                                                                 monkeypatch, reference, capsys):
-    trainer_cls = TRAINER_REGISTRY.get("CoOp")
-    original = trainer_cls.forward_backward
-    calls = {"n": 0}
-
-    def forward_backward(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise Killed("epoch 3")
-        return original(self, batch)
-
-    out = str(tmp_path / "run")
-    monkeypatch.setattr(trainer_cls, "forward_backward", forward_backward)
-    with pytest.raises(Killed):
-        run_train(eurosat_root, tiny_clip_checkpoint, out, extra=OPTS)
-    monkeypatch.setattr(trainer_cls, "forward_backward", original)
+    out = train_killed_at_step(eurosat_root, tiny_clip_checkpoint, tmp_path, monkeypatch, 6)  # in epoch 3
     path = os.path.join(out, RESUME_FILE)
     with open(path, "r+b") as f:  # e.g. a disk that filled up after the rename
         f.truncate(100)
