@@ -219,11 +219,15 @@ lineage_sweep() {
     ${after[@]+"${after[@]}"}
 }
 
-# lineage_common_args SEEDS: COMMON_ARGS, the sweep arguments every lineage script shares (seed, output root, CFG and LOADEP if set).
+# lineage_common_args SEEDS [evaluates]: COMMON_ARGS, the sweep arguments every lineage script shares (seed, output
+# root, CFG if set; with "evaluates", the checkpoint epoch LOADEP if set).
 lineage_common_args() {
   split_seeds "$1"
   COMMON_ARGS=(--seeds "${SEED_ARR[@]}" --output "${OUTPUT:-output}")
   if [ -n "${CFG:-}" ]; then
     COMMON_ARGS+=(--cfg "$CFG")
+  fi
+  if [ "${2:-}" = evaluates ] && [ -n "${LOADEP:-}" ]; then
+    COMMON_ARGS+=(--load-epoch "$LOADEP")
   fi
 }

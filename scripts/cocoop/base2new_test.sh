@@ -20,10 +20,7 @@ if [ $# -lt 2 ] || [ "${1#-}" != "$1" ] || [ "${2#-}" != "$2" ]; then
   print_usage "$REPO_ROOT/scripts/cocoop/base2new_test.sh"
 fi
 DATASET=$1
-lineage_common_args "$2"
+lineage_common_args "$2" evaluates
 shift 2
-if [ -n "${LOADEP:-}" ]; then
-  COMMON_ARGS+=(--load-epoch "$LOADEP")
-fi
 lineage_sweep base2new 0 --trainer "${TRAINER:-CoCoOp}" --dataset "$DATASET" --shots "${SHOTS:-16}" \
   "${COMMON_ARGS[@]}" --phase test_new "$@"

@@ -17,11 +17,8 @@ if [ $# -lt 2 ] || [ "${1#-}" != "$1" ] || [ "${2#-}" != "$2" ]; then
   print_usage "$REPO_ROOT/scripts/cocoop/xd_test.sh"
 fi
 DATASET=$1
-lineage_common_args "$2"
+lineage_common_args "$2" evaluates
 shift 2
-if [ -n "${LOADEP:-}" ]; then
-  COMMON_ARGS+=(--load-epoch "$LOADEP")
-fi
 lineage_sweep xd 0 --trainer "${TRAINER:-CoCoOp}" --source "${SOURCE:-imagenet}" --targets "$DATASET" \
   "${COMMON_ARGS[@]}" --phase test --layout "train={output}/{dataset}/{trainer}/{cfg}_{shots}shots/seed{seed}" \
   --layout "test={output}/evaluation/{trainer}/{cfg}_{shots}shots/{dataset}/seed{seed}" "$@"
