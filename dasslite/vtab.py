@@ -6,7 +6,7 @@ Runs are laid out by ``scripts/pmoe/vtab.sh`` as ``<root>/<task>/<Trainer>/<cfg>
 
 prints a row per task (top-1 mean ± std over seeds) and the mean of each group (Natural, Specialized,
 Structured; over the tasks that have results, marked with the count when a group is incomplete). Runs are read with
-``dasslite.results.read_run`` (complete ``results.json``, else ``log.txt``); unfinished runs are listed, never
+``dasslite.results.runs.read_run`` (complete ``results.json``, else ``log.txt``); unfinished runs are listed, never
 averaged.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from dasslite.results import _SEED_RE, read_run, spread
+from dasslite.results.runs import SEED_DIR_RE, read_run
+from dasslite.results.stats import spread
 
 VTAB_GROUPS: Dict[str, Dict[str, int]] = {
     "Natural": {"cifar": 100, "caltech101": 102, "dtd": 47, "oxford_flowers102": 102, "oxford_iiit_pet": 37,
@@ -43,7 +44,7 @@ def collect_vtab(root: str, ci95: bool = False) -> List[list]:
         values, missing = [], []
         for dirpath, dirnames, _ in os.walk(task_dir):
             dirnames.sort()
-            if _SEED_RE.match(osp.basename(dirpath)):
+            if SEED_DIR_RE.match(osp.basename(dirpath)):
                 dirnames.clear()  # a run folder: its checkpoints are not runs
                 run = read_run(dirpath)
                 (values.append(run.value) if run.value is not None else missing.append(dirpath))

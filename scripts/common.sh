@@ -75,7 +75,7 @@ refuse_ambiguous_shots() {
 # The whole body of a method's <protocol>.sh: runs `python -m dasslite.sweep PROTOCOL` for TRAINER. POSITIONALS by
 # protocol: base2new DATASET SHOTS; fewshot DATASET; xd and dg none (they train on imagenet, see --source). When one
 # is missing, SCRIPT's "Usage:" block is printed. SEEDS (default "1 2 3", also "1,2") is the next argument that is
-# not an option; base2new with SHOTS 1, 2 or 3 needs it (refuse_ambiguous_shots). Environment: CFG (default: the sweep's recipe for TRAINER and the dataset, dasslite.sweep.RECIPES;
+# not an option; base2new with SHOTS 1, 2 or 3 needs it (refuse_ambiguous_shots). Environment: CFG (default: the sweep's recipe for TRAINER and the dataset, dasslite.recipes.RECIPES;
 # demo on the demo dataset), LOADEP (not fewshot), OUTPUT (default: output in the repository root; a relative one is
 # under the caller's folder); DATA (relative: under the caller's folder) and GPUS are read by the sweep.
 protocol_sweep() {
@@ -138,7 +138,7 @@ base2new_sweep() {
 # osr_sweep SCRIPT TRAINER DATASET [SEEDS] [SWEEP OPTIONS] [-- KEY VALUE ...]: the body of every <method>/osr.sh.
 # A real dataset: `python -m dasslite.sweep osr` for TRAINER (an open-set benchmark: splits x seeds; a CoOp dataset:
 # base classes known, new unknown, reusing the base2new training runs). demo: TRAINER and the demo's other trainers
-# (dasslite.sweep_osr.DEMO_TRAINERS), one sweep each, then one table with all of them side by side.
+# (dasslite.sweep.osr.DEMO_TRAINERS), one sweep each, then one table with all of them side by side.
 # Environment: SHOTS (default 16; 4 on demo, the README's base2new demo runs), BALANCE (default none), CFG (not on
 # demo: every trainer runs its demo recipe there), LOADEP, OUTPUT, and DATA / GPUS (read by the sweep).
 osr_sweep() {
@@ -172,7 +172,7 @@ osr_sweep() {
     exec "$PYTHON" -m dasslite.sweep osr --trainer "$trainer" "${args[@]}" "$@"
   fi
   local trainers=("$trainer") other
-  for other in $("$PYTHON" -c 'from dasslite.sweep_osr import DEMO_TRAINERS; print(" ".join(DEMO_TRAINERS))'); do
+  for other in $("$PYTHON" -c 'from dasslite.sweep.osr import DEMO_TRAINERS; print(" ".join(DEMO_TRAINERS))'); do
     if [ "$other" != "$trainer" ]; then
       trainers+=("$other")
     fi

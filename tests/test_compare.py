@@ -1,4 +1,4 @@
-"""dasslite.compare on fixture result trees: layout, best marks with ties, missing cells, the Average's datasets,
+"""dasslite.results.compare on fixture result trees: layout, best marks with ties, missing cells, the Average's datasets,
 the Δ column, every format (the LaTeX compiled where a TeX is installed), the plot, and the sweep's hook."""
 import csv
 import io
@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from dasslite import compare as C
+from dasslite.results import compare as C
 from dasslite import results as R
 from dasslite import sweep as S
 from tests.test_results import b2n_dir, fs_dir, make_transfer_tree, record, write_run

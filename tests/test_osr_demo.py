@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from dasslite.sweep_osr import DEMO_TRAINERS
+from dasslite.sweep.osr import DEMO_TRAINERS
 from tests.demo_fixtures import build_or_get_session_demo_world, session_demo_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

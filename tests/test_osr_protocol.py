@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dasslite import results as results_mod
-from dasslite import results_osr as R
+from dasslite import results as R
 from dasslite import sweep as S
 from dasslite.osr_metrics import evaluate_open_set
 
@@ -149,7 +149,7 @@ def test_table_and_plot_on_a_fixture_tree(tmp_path, capsys):
 
 def test_compare_osr_marks_the_lowest_fpr95_as_best(tmp_path, capsys):
     """`results compare osr`: methods side by side; FPR95 is lower-is-better, the others higher-is-better."""
-    from dasslite import compare
+    from dasslite.results import compare
 
     rng = np.random.default_rng(1)
     root = str(tmp_path / "osr")

@@ -304,7 +304,7 @@ def test_base2new_errors_and_outputs(b2n_tree, tmp_path, capsys):
 # per-dataset recipes share one base-to-new table
 # ------------------------------------------------------------------------------------------------------------
 def test_base2new_per_dataset_recipes_share_a_table(tmp_path):
-    from dasslite.sweep import RECIPES
+    from dasslite.recipes import RECIPES
 
     lasp = {"eurosat": RECIPES["LASP"]["eurosat"], "dtd": RECIPES["LASP"]["dtd"]}
     for ds, cfg in lasp.items():
@@ -584,7 +584,7 @@ def test_dg_table_with_paper_row_and_zero_shot(tmp_path, capsys):
 
 
 def test_shots_folder_names_are_strict():
-    from dasslite.results import _shots_number
+    from dasslite.results.cells import shots_number as _shots_number
 
     assert _shots_number("shots_16") == 16 and _shots_number("shots_1") == 1
     assert _shots_number("shots_16_8.0") == float("inf") and _shots_number("shots_x") == float("inf")

@@ -1,4 +1,4 @@
-"""The SLURM launcher (dasslite.sweep_slurm): options, job scripts, dependency arrays, and sweeps through a real
+"""The SLURM launcher (dasslite.sweep.slurm): options, job scripts, dependency arrays, and sweeps through a real
 single-node SLURM cluster on localhost (tests/slurm_cluster.py): same table as the local run, failures reported
 with their logs, nothing submitted twice, and a requeued task resumes from its checkpoint."""
 import io
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from dasslite import sweep as S
-from dasslite import sweep_slurm as SL
+from dasslite.sweep import slurm as SL
 from tests import slurm_cluster
 from tests.test_sweep import FAKE_TRAIN_PY, calls, fake_repo  # noqa: F401  (fake_repo is a fixture)
 
@@ -88,8 +88,22 @@ def test_dry_run_prints_the_job_scripts_and_submits_nothing(fake_repo, capsys):
     assert "# array 0: 2 task(s): train_base/seed1, train_base/seed2" in out
     assert "#SBATCH --array=0-1%4" in out and "#SBATCH --partition=gpu" in out
     assert "--dependency=afterok:<train_base/seed2>" in out
-    assert "-m dasslite.sweep_slurm task" in out
+    assert "-m dasslite.sweep.slurm_task " in out
     assert not fake_repo.out.exists()  # nothing written, nothing submitted
+
+
+def test_the_task_entry_runs_one_task_and_refuses_other_arguments(tmp_path):
+    """What the job scripts run on a compute node, without SLURM: its exit status is train.py's, its console kept."""
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-c", "import sys; print('trained'); sys.exit(3)"]
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps([{"key": "train/seed1", "output_dir": str(run_dir), "argv": argv, "cwd": None}]))
+    entry = [sys.executable, "-m", "dasslite.sweep.slurm_task"]
+    proc = subprocess.run(entry + [str(tasks), "0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and "train.py exited 3" in proc.stdout
+    assert "trained" in (run_dir / "console.txt").read_text()
+    bad = subprocess.run(entry + ["task", str(tasks), "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "usage: python -m dasslite.sweep.slurm_task TASKS_JSON INDEX" in bad.stderr
 
 
 def test_gpus_with_the_slurm_launcher_names_the_slurm_option(fake_repo, capsys):

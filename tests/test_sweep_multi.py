@@ -1,4 +1,4 @@
-"""dasslite.sweep_multi: ``--dataset all`` / a list as one plan and one pool, its order, progress and table.
+"""dasslite.sweep.multi: ``--dataset all`` / a list as one plan and one pool, its order, progress and table.
 
 Uses test_sweep's fake repository and fake train.py (base 80 + seed, new 60 + seed; all classes: training
 40 + shots + seed), real subprocesses.
@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from dasslite import sweep as S
-from dasslite import sweep_multi as M
+from dasslite.sweep import multi as M
 from tests.test_sweep import REPO, calls, fake_repo, write_record  # noqa: F401 (fixture)
 
 EPOCHS = {"vit_b16_c4_ep10_batch1_cls_t2t_5_wcl_25_g1_b_imagenet": 10,

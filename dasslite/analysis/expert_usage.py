@@ -59,7 +59,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from dasslite.results import _SEED_RE, _dataset_sort_key  # the tables' seed folders and dataset order
+from dasslite.results.cells import dataset_sort_key  # the tables' dataset order
+from dasslite.results.runs import SEED_DIR_RE  # the tables' seed folders
 
 USAGE_FILE = "expert_usage.json"
 DATASETS_PREFIX = "expert_usage_datasets"
@@ -568,11 +569,11 @@ def _dataset_of(json_path: str, record: dict, root: str) -> str:
     folder = osp.dirname(osp.abspath(json_path))
     base = osp.abspath(root) if osp.isdir(root) else folder
     parts = [p for p in osp.relpath(folder, base).split(os.sep) if p not in ("", ".")]
-    if parts and _SEED_RE.match(parts[-1]):
+    if parts and SEED_DIR_RE.match(parts[-1]):
         parts = parts[:-1]
     if parts:
         return "/".join(parts)
-    if _SEED_RE.match(osp.basename(folder)):
+    if SEED_DIR_RE.match(osp.basename(folder)):
         folder = osp.dirname(folder)
     return osp.basename(folder) or folder
 
@@ -608,7 +609,7 @@ def summarize_runs(paths: Union[str, Sequence[str]], filename: str = USAGE_FILE)
                 raise UsageFileError(f"{json_path}: cannot merge into {dataset}: {exc}") from None
             groups[key].sources.append(json_path)
     rows = []
-    for dataset in sorted(order, key=_dataset_sort_key):
+    for dataset in sorted(order, key=dataset_sort_key):
         for i, key in enumerate(order[dataset]):
             row = groups[key]
             row.label = dataset if i == 0 else f"{dataset} [{i + 1}]"

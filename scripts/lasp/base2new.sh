@@ -13,7 +13,7 @@
 #   SWEEP OPTIONS are passed on to `python -m dasslite.sweep base2new`, e.g. --dry-run, --ci95
 # Environment:
 #   CFG      recipe in configs/trainers/LASP/ (default: the one the LASP authors ran for DATASET,
-#            dasslite.sweep.RECIPES: ep50 for caltech101/dtd/ucf101, ep300 for eurosat, ep10 batch 1 for food101
+#            dasslite.recipes.RECIPES: ep50 for caltech101/dtd/ucf101, ep300 for eurosat, ep10 batch 1 for food101
 #            and imagenet, ep25 otherwise; demo for the demo dataset)
 #   DATA     dataset root (required for real datasets)     OUTPUT  output root (default: output)
 #   LOADEP   checkpoint epoch for the new-class evaluation (default: the latest)

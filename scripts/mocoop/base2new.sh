@@ -12,7 +12,7 @@
 #   SEEDS    default "1 2 3" (also "1,2")
 #   SWEEP OPTIONS are passed on to `python -m dasslite.sweep base2new`, e.g. --dry-run, --ci95
 # Environment:
-#   CFG      recipe in configs/trainers/MoCoOp/ (default: the authors' recipe for DATASET, dasslite.sweep.RECIPES:
+#   CFG      recipe in configs/trainers/MoCoOp/ (default: the authors' recipe for DATASET, dasslite.recipes.RECIPES:
 #            ep50 for caltech101/dtd/ucf101, ep300 for eurosat, ep10 batch 32 for food101, ep10 batch 1 (_imagenet)
 #            for imagenet, ep25 otherwise; demo for the demo dataset)
 #   DATA     dataset root (required for real datasets)     OUTPUT  output root (default: output)

@@ -5,7 +5,7 @@
 # An open-set benchmark (osr_cifar10, osr_cifar_plus10, osr_cifar_plus50, osr_tinyimagenet): train on each split's
 # known classes, then the open-set test. A CoOp dataset: the base classes are known, the new ones unknown, and the
 # base2new training run of each seed is reused (trained first if missing). demo: this trainer beside the demo's
-# others (dasslite.sweep_osr.DEMO_TRAINERS) on the offline demo world, one table.
+# others (dasslite.sweep.osr.DEMO_TRAINERS) on the offline demo world, one table.
 # Finished runs are skipped, unfinished ones resume. The table and curves again:
 #   python -m dasslite.results osr output/osr --plot osr.png
 #

@@ -13,6 +13,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
+from dasslite.backend import BACKEND
+
 __all__ = ["Datum", "DatasetBase", "read_image", "sample_per_class", "engine_datum_cls"]
 
 
@@ -65,9 +67,11 @@ def engine_datum_cls(datum_cls: Optional[type] = None) -> type:
     """The Datum class to build items with: the one given, else the active engine's (see dasslite.compat)."""
     if datum_cls is not None:
         return datum_cls
-    from dasslite.compat import Datum as active_datum  # lazy: compat imports this package
+    if BACKEND == "dassl":  # pragma: no cover - exercised only where Dassl is installed
+        from dassl.data.datasets import Datum as dassl_datum
 
-    return active_datum
+        return dassl_datum
+    return Datum
 
 
 def read_image(path: str) -> Image.Image:

@@ -8,7 +8,7 @@ What it does
     ``DATASET`` is ``all`` (``XD_DATASETS``: the eleven datasets of the papers' tables, in their order) or names
     separated by commas or spaces (``all`` may appear in a list; repeats are dropped). Every name is checked before
     anything runs: unknown ones are reported together, each with its close matches. Each dataset is resolved exactly
-    like a one-dataset sweep (its own recipe, ``dasslite.sweep.RECIPES``), and all runs of all datasets form ONE plan
+    like a one-dataset sweep (its own recipe, ``dasslite.recipes.RECIPES``), and all runs of all datasets form ONE plan
     executed by ONE runner (the GPU pool with ``--gpus``), so a free GPU never waits for another dataset to finish.
     Skip-if-done, resume and "nothing is deleted" are the one-dataset sweep's (the runners are the same). xd and dg
     keep their fixed target sets (one source); this module serves base2new and fewshot.
@@ -45,10 +45,19 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from dasslite import results as results_mod
-from dasslite import sweep as sweep_mod
-from dasslite.sweep import Job, SweepSpec, SweepUsageError
-
+from dasslite.recipes import XD_DATASETS
+from dasslite.results.base2new import Base2NewTable, Row, collect_base2new, format_base2new
+from dasslite.results.cells import PER_DATASET, dataset_sort_key, read_cell, trained_check
+from dasslite.results.compare import print_if_several
+from dasslite.results.formatting import recipes_line
+from dasslite.results.grid import GridRow, GridTable, format_grids
+from dasslite.results.paper import load_paper
+from dasslite.results.runs import NoResultsError, read_complete_record
+from dasslite.sweep.jobs import Job, SweepUsageError
+from dasslite.sweep.plans import REPO_ROOT, SweepSpec, plan
+from dasslite.sweep.resolve import available_names, did_you_mean, resolve_spec
+from dasslite.sweep.run import launcher_of, print_table_so_far, slurm_runner
+from dasslite.sweep.runners import make_runner, parse_gpus
 ALL = "all"
 MULTI_PROTOCOLS = ("base2new", "fewshot")
 # dataset -> (classes, test images), from CoOp's dataset table; only used to order the pool (see the docstring).
@@ -61,15 +70,12 @@ EVAL_SPEEDUP = 3.0
 DEFAULT_MAX_EPOCH = 10  # dasslite.config.defaults OPTIM.MAX_EPOCH
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Which datasets
-# ------------------------------------------------------------------------------------------------------------
 def split_names(text: str) -> List[str]:
     """``"eurosat, dtd oxford_pets"`` -> ``["eurosat", "dtd", "oxford_pets"]``; ``all`` expands to XD_DATASETS."""
     names: List[str] = []
     for part in re.split(r"[,\s]+", str(text).strip()):
         if part:
-            names += list(sweep_mod.XD_DATASETS) if part == ALL else [part]
+            names += list(XD_DATASETS) if part == ALL else [part]
     return list(dict.fromkeys(names))
 
 
@@ -84,32 +90,29 @@ def is_multi(args) -> bool:
 def check_datasets(repo_root: str, names: Sequence[str]) -> None:
     """SweepUsageError listing every name without ``configs/datasets/<name>.yaml``, each with its close matches."""
     folder = osp.join(repo_root, "configs", "datasets")
-    options = sweep_mod._available(folder)
+    options = available_names(folder)
     unknown = [n for n in names if n not in options]
     if not names:
         raise SweepUsageError("no dataset given: --dataset all, or names separated by commas or spaces")
     if unknown:
-        detail = "; ".join(f"{n!r}{sweep_mod._did_you_mean(n, options)}" for n in unknown)
+        detail = "; ".join(f"{n!r}{did_you_mean(n, options)}" for n in unknown)
         raise SweepUsageError(f"unknown dataset(s) (no configs/datasets/<name>.yaml in {folder}): {detail} "
                               f"Nothing was run. Available: {ALL}, {', '.join(options) or '(none)'}")
 
 
 def resolve_specs(args, environ=None, demo_world=None, cwd=None) -> List[SweepSpec]:
     """One SweepSpec per dataset of ``args.dataset`` (each resolved as a one-dataset sweep), after checking them all."""
-    repo_root = osp.abspath(args.repo_root or sweep_mod.REPO_ROOT)
+    repo_root = osp.abspath(args.repo_root or REPO_ROOT)
     names = split_names(args.dataset)
     check_datasets(repo_root, names)
     specs = []
     for name in names:
         one = copy.copy(args)
         one.dataset = name
-        specs.append(sweep_mod.resolve_spec(one, environ=environ, demo_world=demo_world, cwd=cwd))
+        specs.append(resolve_spec(one, environ=environ, demo_world=demo_world, cwd=cwd))
     return specs
 
 
-# ------------------------------------------------------------------------------------------------------------
-# One plan, ordered for the pool
-# ------------------------------------------------------------------------------------------------------------
 def max_epoch(spec: SweepSpec) -> int:
     """``OPTIM.MAX_EPOCH`` of the run: the last one in the extra opts, else the recipe's, else Dassl's default."""
     for key, value in reversed(list(zip(spec.opts[::2], spec.opts[1::2]))):
@@ -151,7 +154,7 @@ def combine(specs: Sequence[SweepSpec]) -> tuple:
     costs: Dict[str, float] = {}
     for spec in specs:
         prefix = f"{spec.dataset}/"
-        for job in sweep_mod.plan(spec):
+        for job in plan(spec):
             renamed = dataclasses.replace(job, key=prefix + job.key, depends_on=[prefix + d for d in job.depends_on])
             jobs.append(renamed)
             costs[renamed.key] = job_cost(spec, job)
@@ -180,9 +183,6 @@ def order_for_pool(jobs: Sequence[Job], costs: Dict[str, float]) -> List[Job]:
     return sorted(jobs, key=lambda j: (-critical(j.key), index[j.key]))
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Progress
-# ------------------------------------------------------------------------------------------------------------
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
@@ -227,7 +227,7 @@ class Progress:
 
     @staticmethod
     def _complete(job: Job) -> bool:
-        return sweep_mod.read_complete_record(job.results_path) is not None
+        return read_complete_record(job.results_path) is not None
 
     def start(self, job: Job) -> None:
         self.started[job.key] = self.clock()
@@ -299,27 +299,18 @@ class Progress:
         return runner
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Plan printout and the table
-# ------------------------------------------------------------------------------------------------------------
 def print_pool_plan(jobs: Sequence[Job], costs: Dict[str, float], out) -> None:
     """The whole plan in pool order: position, state, dependencies, estimated cost, command."""
     width = len(str(len(jobs)))
     total = sum(costs.values()) or 1.0
     print(f"Pool order ({len(jobs)} runs, longest critical path first; cost = estimated image passes):", file=out)
     for i, job in enumerate(jobs, 1):
-        try:
-            state = job.state()
-        except sweep_mod.SweepError as exc:
-            state = f"CONFLICT: {exc}"
-        label = {"done": "skip (complete)", "resume": "resume (incomplete)", "new": "run"}.get(state, state)
-        deps = f" after {', '.join(job.depends_on)}" if job.depends_on else ""
         cost = costs.get(job.key, 0.0)
-        print(f"{i:>{width}}. [{job.key}] {label}{deps}; cost {cost:,.0f} ({100 * cost / total:.1f}%)", file=out)
+        print(f"{i:>{width}}. [{job.key}] {job.plan_label()}; cost {cost:,.0f} ({100 * cost / total:.1f}%)", file=out)
         print(f"  $ {job.command()}", file=out)
 
 
-def _merge_base2new(specs: Sequence[SweepSpec], ci95: bool) -> List[results_mod.Base2NewTable]:
+def _merge_base2new(specs: Sequence[SweepSpec], ci95: bool) -> List[Base2NewTable]:
     """One base-to-new table over the specs' datasets (a row each, missing ones included)."""
     first = specs[0]
     by_cfg: Dict[str, List[str]] = {}
@@ -328,46 +319,46 @@ def _merge_base2new(specs: Sequence[SweepSpec], ci95: bool) -> List[results_mod.
     rows = []
     for cfg, datasets in by_cfg.items():
         try:
-            tables = results_mod.collect_base2new(first.results_root, datasets=datasets, trainer=first.trainer,
+            tables = collect_base2new(first.results_root, datasets=datasets, trainer=first.trainer,
                                                   cfg=cfg, shots=first.shots[0], seeds=first.seeds, ci95=ci95)
             rows += [r for t in tables for r in t.rows]
-        except results_mod.NoResultsError:
+        except NoResultsError:
             for ds in datasets:
-                cells = [results_mod._read_cell(osp.join(first.results_root, split, ds, f"shots_{first.shots[0]}",
+                cells = [read_cell(osp.join(first.results_root, split, ds, f"shots_{first.shots[0]}",
                                                          first.trainer, cfg), first.seeds,
                                                 {"subsample_classes": sub}, "accuracy", ci95, False,
-                                                check=results_mod._trained_check(first.trainer, cfg, phase))
+                                                check=trained_check(first.trainer, cfg, phase))
                          for split, sub, phase in (("train_base", "base", "train"), ("test_new", "new", "eval"))]
-                rows.append(results_mod.Row(ds, cells[0], cells[1], cfg))
-    rows.sort(key=lambda r: results_mod._dataset_sort_key(r.dataset))
-    group = first.cfg if len(by_cfg) == 1 else results_mod.PER_DATASET
-    return [results_mod.Base2NewTable(first.results_root, f"shots_{first.shots[0]}", first.trainer, group, rows,
+                rows.append(Row(ds, cells[0], cells[1], cfg))
+    rows.sort(key=lambda r: dataset_sort_key(r.dataset))
+    group = first.cfg if len(by_cfg) == 1 else PER_DATASET
+    return [Base2NewTable(first.results_root, f"shots_{first.shots[0]}", first.trainer, group, rows,
                                       ci95)]
 
 
-def _merge_fewshot(specs: Sequence[SweepSpec], ci95: bool) -> List[results_mod.GridTable]:
+def _merge_fewshot(specs: Sequence[SweepSpec], ci95: bool) -> List[GridTable]:
     """One few-shot table over the specs' datasets (absent datasets / shot counts are rows / cells of missing runs)."""
     first = specs[0]
     columns = [f"shots_{k}" for k in first.shots]
     rows = []
     for spec in specs:
-        cells = {k: results_mod._read_cell(osp.join(spec.results_root, spec.dataset, k, spec.trainer, spec.cfg),
+        cells = {k: read_cell(osp.join(spec.results_root, spec.dataset, k, spec.trainer, spec.cfg),
                                            spec.seeds, {"subsample_classes": "all",
                                                         "num_shots": int(k[len("shots_"):])},
                                            "accuracy", ci95, False,
-                                           check=results_mod._trained_check(spec.trainer, spec.cfg, "train"))
+                                           check=trained_check(spec.trainer, spec.cfg, "train"))
                  for k in columns}
-        rows.append(results_mod.GridRow(spec.dataset, cells, spec.trainer, spec.cfg))
-    rows.sort(key=lambda r: results_mod._dataset_sort_key(r.label))
-    group = first.cfg if len({s.cfg for s in specs}) == 1 else results_mod.PER_DATASET
-    return [results_mod.GridTable("fewshot", first.results_root, first.trainer, group, "", "", columns, rows, ci95)]
+        rows.append(GridRow(spec.dataset, cells, spec.trainer, spec.cfg))
+    rows.sort(key=lambda r: dataset_sort_key(r.label))
+    group = first.cfg if len({s.cfg for s in specs}) == 1 else PER_DATASET
+    return [GridTable("fewshot", first.results_root, first.trainer, group, "", "", columns, rows, ci95)]
 
 
 def format_table(specs: Sequence[SweepSpec], ci95: bool = False, paper: Optional[dict] = None) -> str:
     """The protocol's table over every dataset of the sweep (a row per dataset + Average; missing ones listed)."""
     if specs[0].protocol == "base2new":
-        return results_mod.format_base2new(_merge_base2new(specs, ci95), paper=paper)
-    return results_mod.format_grids(_merge_fewshot(specs, ci95))
+        return format_base2new(_merge_base2new(specs, ci95), paper=paper)
+    return format_grids(_merge_fewshot(specs, ci95))
 
 
 def describe(specs: Sequence[SweepSpec], n_jobs: int) -> str:
@@ -391,17 +382,17 @@ def run_multi(args, environ=None, demo_world=None, runner=None, out=None, cwd=No
     jobs, costs = combine(specs)
     print(describe(specs, len(jobs)), file=out)
     if len({s.cfg for s in specs}) > 1:
-        print(results_mod._recipes_line((s.dataset, s.cfg) for s in specs), file=out)
-    if runner is None and sweep_mod.launcher_of(args, environ) == "slurm":
-        runner = sweep_mod.slurm_runner(args, specs[0], environ, name="+".join(s.dataset for s in specs))
+        print(recipes_line((s.dataset, s.cfg) for s in specs), file=out)
+    if runner is None and launcher_of(args, environ) == "slurm":
+        runner = slurm_runner(args, specs[0], environ, name="+".join(s.dataset for s in specs))
     if args.dry_run:
         print_pool_plan(jobs, costs, out)
         if hasattr(runner, "render"):  # the scheduler's job scripts
             print(runner.render(jobs), file=out)
         return 0
     if runner is None:
-        gpus = sweep_mod.parse_gpus(args.gpus if args.gpus is not None else environ.get("GPUS"))
-        runner = sweep_mod.make_runner(gpus, env=environ, out=out)
+        gpus = parse_gpus(args.gpus if args.gpus is not None else environ.get("GPUS"))
+        runner = make_runner(gpus, env=environ, out=out)
     workers = len(getattr(runner, "gpus", []) or [None])
     progress = Progress(jobs, costs, workers=workers, out=out)
     progress.report()
@@ -411,13 +402,12 @@ def run_multi(args, environ=None, demo_world=None, runner=None, out=None, cwd=No
     finally:
         progress.report()
     print("", file=out)
-    paper = results_mod.load_paper() if getattr(args, "paper", False) else None
+    paper = load_paper() if getattr(args, "paper", False) else None
     if getattr(runner, "in_flight", None):  # submitted to SLURM, not waited for
-        sweep_mod.print_table_so_far(lambda: format_table(specs, ci95=args.ci95, paper=paper), out)
+        print_table_so_far(lambda: format_table(specs, ci95=args.ci95, paper=paper), out)
         return 0
     print(format_table(specs, ci95=args.ci95, paper=paper), file=out)
-    from dasslite import compare
 
-    compare.print_if_several(specs[0].protocol, specs[0].results_root, out, shots=specs[0].shots,
+    print_if_several(specs[0].protocol, specs[0].results_root, out, shots=specs[0].shots,
                              datasets=[s.dataset for s in specs], seeds=specs[0].seeds, ci95=args.ci95, paper=paper)
     return 0

@@ -9,7 +9,7 @@ Layout
     Rows: the datasets in the papers' order (xd/dg: the source, then the targets), then ``Average``. A column group
     per *method* = a (trainer, recipe) of the tree, named by the trainer alone unless that trainer has several
     recipes in the comparison (``CoOp (vit_b16_ep50)``; a trainer's per-dataset default recipes are one method, see
-    ``dasslite.results.recipe_group``). Columns per method: base2new Base / New / H; fewshot one per shot count;
+    ``dasslite.results.cells.recipe_group``). Columns per method: base2new Base / New / H; fewshot one per shot count;
     xd / dg the accuracy. Cells are ``mean ± spread`` over seeds (std, or the 95% CI with ``--ci95``), read by
     ``dasslite.results`` (so its rules hold: only ``seed<N>`` folders, complete runs only, ...). One comparison per
     shot folder (base2new) or per (source, shots) (xd / dg).
@@ -48,7 +48,6 @@ Adding a protocol (e.g. open-set recognition)
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
@@ -58,18 +57,27 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from dasslite import results as R
-
+from dasslite.recipes import ZERO_SHOT_SUFFIX, ZERO_SHOT_TRAINERS
+from dasslite.results.base2new import SUBSET_MARK as TABLE_SUBSET_MARK
+from dasslite.results.base2new import collect_base2new
+from dasslite.results.cells import PER_DATASET, Cell, dataset_sort_key, shots_number
+from dasslite.results.fewshot import collect_fewshot
+from dasslite.results.formatting import format_number
+from dasslite.results.osr import collect_osr
+from dasslite.results.paper import paper_method
+from dasslite.results.runs import NoResultsError
+from dasslite.results.stats import harmonic_mean, spread
+from dasslite.results.transfer import collect_transfer, paper_transfer_row
+TERMINAL, MARKDOWN, CSV, LATEX = "terminal", "markdown", "csv", "latex"
+TERMINAL, MARKDOWN, CSV, LATEX = "terminal", "markdown", "csv", "latex"
+TERMINAL, MARKDOWN, CSV, LATEX = "terminal", "markdown", "csv", "latex"
 TERMINAL, MARKDOWN, CSV, LATEX = "terminal", "markdown", "csv", "latex"
 FORMATS = (TERMINAL, MARKDOWN, CSV, LATEX)
 AVERAGE = "Average"
 MISSING = "missing"
-SUBSET_MARK = R.SUBSET_MARK
+SUBSET_MARK = TABLE_SUBSET_MARK
 
 
-# ------------------------------------------------------------------------------------------------------------
-# The data model
-# ------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Metric:
     key: str
@@ -144,32 +152,29 @@ class SimpleAdapter:
         return values, SUBSET_MARK
 
 
-def _reason(cell: R.Cell) -> Optional[str]:
+def _reason(cell: Cell) -> Optional[str]:
     if cell.n:
         return None
     problems = list(dict.fromkeys(r.problem or "no value" for r in cell.missing))
     return "; ".join(problems) if problems else "no runs"
 
 
-def _stat(cell: R.Cell) -> Stat:
+def _stat(cell: Cell) -> Stat:
     return Stat(cell.mean, cell.spread, cell.n, _reason(cell))
 
 
-def _missing_runs(cells: Sequence[R.Cell]) -> List[str]:
+def _missing_runs(cells: Sequence[Cell]) -> List[str]:
     """Runs that did not count in cells that still have a value (the empty cells are listed as missing cells)."""
     return [f"{r.path}: {r.problem}" for c in cells if c.n for r in c.missing]
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Adapters of the existing protocols
-# ------------------------------------------------------------------------------------------------------------
 class Base2NewAdapter(SimpleAdapter):
     name = "base2new"
     metrics = [Metric("base", "Base"), Metric("new", "New"), Metric("h", "H")]
     primary = "h"
 
     def collect(self, root: str, opts: dict) -> List[Section]:
-        tables = R.collect_base2new(root, opts.get("datasets"), shots=opts.get("shots"), seeds=opts.get("seeds"),
+        tables = collect_base2new(root, opts.get("datasets"), shots=opts.get("shots"), seeds=opts.get("seeds"),
                                     ci95=opts.get("ci95", False))
         paper = opts.get("paper")
         sections: Dict[str, Section] = {}
@@ -182,9 +187,9 @@ class Base2NewAdapter(SimpleAdapter):
                 method.cells[row.dataset] = {"base": _stat(row.base), "new": _stat(row.new), "h": h}
                 method.missing_runs += _missing_runs([row.base, row.new])
             if paper is not None:
-                zero_shot_of_trained = table.trainer not in R.ZERO_SHOT_TRAINERS and table.cfg.endswith(
-                    R.ZERO_SHOT_SUFFIX)
-                name = None if zero_shot_of_trained else R.paper_method(paper, table.trainer)
+                zero_shot_of_trained = table.trainer not in ZERO_SHOT_TRAINERS and table.cfg.endswith(
+                    ZERO_SHOT_SUFFIX)
+                name = None if zero_shot_of_trained else paper_method(paper, table.trainer)
                 entry = paper.get("base2new", {}).get("methods", {}).get(name) if name else None
                 if entry:
                     method.paper_name = name
@@ -195,15 +200,15 @@ class Base2NewAdapter(SimpleAdapter):
                 f"Base-to-new, {table.shots.replace('_', ' ')}: Base / New / H per method", [], []))
             sec.methods.append(method)
         for sec in sections.values():
-            sec.rows = sorted({d for m in sec.methods for d in m.cells}, key=R._dataset_sort_key)
+            sec.rows = sorted({d for m in sec.methods for d in m.cells}, key=dataset_sort_key)
             if opts.get("datasets"):
-                sec.rows = sorted(set(sec.rows) | set(opts["datasets"]), key=R._dataset_sort_key)
-        return [sections[k] for k in sorted(sections, key=R._shots_number)]
+                sec.rows = sorted(set(sec.rows) | set(opts["datasets"]), key=dataset_sort_key)
+        return [sections[k] for k in sorted(sections, key=shots_number)]
 
     def average(self, method: MethodResult, datasets: Sequence[str]) -> Dict[str, float]:
         base = float(np.mean([method.stat(d, "base").mean for d in datasets]))
         new = float(np.mean([method.stat(d, "new").mean for d in datasets]))
-        return {"base": base, "new": new, "h": R.harmonic_mean(base, new)}
+        return {"base": base, "new": new, "h": harmonic_mean(base, new)}
 
     def paper_average(self, method: MethodResult, datasets: Sequence[str]) -> tuple:
         per_ds = {d: v for d, v in method.paper.items() if d != AVERAGE}
@@ -215,7 +220,7 @@ class Base2NewAdapter(SimpleAdapter):
             return {}, ""
         base = float(np.mean([r["base"] for r in rows]))
         new = float(np.mean([r["new"] for r in rows]))
-        return {"base": base, "new": new, "h": R.harmonic_mean(base, new)}, SUBSET_MARK
+        return {"base": base, "new": new, "h": harmonic_mean(base, new)}, SUBSET_MARK
 
 
 class FewshotAdapter(SimpleAdapter):
@@ -223,9 +228,9 @@ class FewshotAdapter(SimpleAdapter):
     primary = ""
 
     def collect(self, root: str, opts: dict) -> List[Section]:
-        tables = R.collect_fewshot(root, opts.get("datasets"), shots=opts.get("shots_list"), seeds=opts.get("seeds"),
+        tables = collect_fewshot(root, opts.get("datasets"), shots=opts.get("shots_list"), seeds=opts.get("seeds"),
                                    ci95=opts.get("ci95", False))
-        columns = sorted({c for t in tables for c in t.columns}, key=R._shots_number)
+        columns = sorted({c for t in tables for c in t.columns}, key=shots_number)
         self.metrics = [Metric(c, f"{c[len('shots_'):]} shot" + ("" if c == "shots_1" else "s")) for c in columns]
         self.primary = columns[-1] if columns else ""
         methods = []
@@ -235,7 +240,7 @@ class FewshotAdapter(SimpleAdapter):
                 method.cells[row.label] = {c: _stat(cell) for c, cell in row.cells.items()}
                 method.missing_runs += _missing_runs(list(row.cells.values()))
             methods.append(method)
-        rows = sorted({d for m in methods for d in m.cells} | set(opts.get("datasets") or []), key=R._dataset_sort_key)
+        rows = sorted({d for m in methods for d in m.cells} | set(opts.get("datasets") or []), key=dataset_sort_key)
         return [Section("Few-shot (all classes): accuracy per shot count per method", rows, methods,
                         notes=["The paper prints the few-shot results as curves: no published numbers here."]
                         if opts.get("paper") is not None else [])]
@@ -252,7 +257,7 @@ class TransferAdapter(SimpleAdapter):
         self._source = ""
 
     def collect(self, root: str, opts: dict) -> List[Section]:
-        tables = R.collect_transfer(root, self.name, source=opts.get("source"), targets=opts.get("targets"),
+        tables = collect_transfer(root, self.name, source=opts.get("source"), targets=opts.get("targets"),
                                     shots=opts.get("shots"), seeds=opts.get("seeds"), ci95=opts.get("ci95", False))
         paper = opts.get("paper")
         sections = []
@@ -265,10 +270,10 @@ class TransferAdapter(SimpleAdapter):
                 method.cells = {c: {"accuracy": _stat(cell)} for c, cell in row.cells.items()}
                 method.missing_runs += _missing_runs(list(row.cells.values()))
                 if paper is not None:
-                    prow, _ = R._paper_transfer_row(paper, self.name, row.trainer, table.source, table.columns)
-                    if prow is not None and not (row.trainer not in R.ZERO_SHOT_TRAINERS
-                                                 and (row.cfg or "").endswith(R.ZERO_SHOT_SUFFIX)):
-                        method.paper_name = R.paper_method(paper, row.trainer)
+                    prow, _ = paper_transfer_row(paper, self.name, row.trainer, table.source, table.columns)
+                    if prow is not None and not (row.trainer not in ZERO_SHOT_TRAINERS
+                                                 and (row.cfg or "").endswith(ZERO_SHOT_SUFFIX)):
+                        method.paper_name = paper_method(paper, row.trainer)
                         method.paper = {d: {"accuracy": v} for d, v in prow.published.items()}
                 methods.append(method)
             what = "Cross-dataset" if self.name == "xd" else "Domain generalisation"
@@ -294,10 +299,8 @@ class OsrAdapter(SimpleAdapter):
     primary = "auroc"
 
     def collect(self, root: str, opts: dict) -> List[Section]:
-        from dasslite import results_osr
-
-        tables = results_osr.collect_osr(root, opts.get("datasets"), shots=opts.get("shots"), seeds=opts.get("seeds"),
-                                         ci95=opts.get("ci95", False))
+        tables = collect_osr(root, opts.get("datasets"), shots=opts.get("shots"), seeds=opts.get("seeds"),
+                             ci95=opts.get("ci95", False))
         sections: Dict[str, Section] = {}
         for table in tables:
             sec = sections.setdefault(table.shots, Section(
@@ -314,8 +317,8 @@ class OsrAdapter(SimpleAdapter):
                     method.missing_runs += [f"{r.path}: {r.reason}" for r in column.runs if r.record is None]
         for sec in sections.values():
             sec.rows = sorted({d for m in sec.methods for d in m.cells} | set(opts.get("datasets") or []),
-                              key=R._dataset_sort_key)
-        return [sections[k] for k in sorted(sections, key=R._shots_number)]
+                              key=dataset_sort_key)
+        return [sections[k] for k in sorted(sections, key=shots_number)]
 
     @staticmethod
     def _stat(column, score: str, metric: str, ci95: bool) -> Stat:
@@ -324,14 +327,12 @@ class OsrAdapter(SimpleAdapter):
         if not values:
             reasons = sorted({r.reason for r in column.runs if r.reason}) or ["no complete osr_results.json"]
             return Stat(reason="; ".join(reasons))
-        return Stat(float(np.mean(values)), R.spread(values, ci95), len(values))
+        return Stat(float(np.mean(values)), spread(values, ci95), len(values))
 
 
 def _adapters() -> Dict[str, object]:
     return {"base2new": Base2NewAdapter(), "fewshot": FewshotAdapter(), "xd": TransferAdapter("xd"),
             "dg": TransferAdapter("dg"), "osr": OsrAdapter()}
-
-
 ADAPTERS = _adapters  # protocol -> adapter (a fresh one per call: FewshotAdapter learns its columns)
 EXTRA_ADAPTERS: Dict[str, type] = {}  # register_adapter(): protocols added later (e.g. osr)
 
@@ -351,9 +352,6 @@ def adapter_for(protocol: str):
     return adapters[protocol]
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Building a comparison: names, filters, best, average, delta
-# ------------------------------------------------------------------------------------------------------------
 class CompareError(ValueError):
     """Bad --trainers / --baseline (the message names the methods there are)."""
 
@@ -481,9 +479,6 @@ def compare(protocol: str, root: str, trainers=None, baseline=None, paper: Optio
     return [build(adapter, s, trainers, baseline, paper is not None, ci95) for s in sections]
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Rendering
-# ------------------------------------------------------------------------------------------------------------
 def _columns(cmp: Comparison) -> List[tuple]:
     """``(method, kind, metric)`` per column; kind "ours" | "delta" | "paper"."""
     cols = []
@@ -573,7 +568,7 @@ def notes(cmp: Comparison) -> List[str]:
                      + (f": {', '.join(named)}" if named else ": none for these methods")
                      + f"; {SUBSET_MARK} = mean of the paper's rows over the Average's datasets.")
     lines += cmp.notes
-    recipes = [f"{m.label}: {m.cfg}" for m in cmp.methods if m.cfg != R.PER_DATASET]
+    recipes = [f"{m.label}: {m.cfg}" for m in cmp.methods if m.cfg != PER_DATASET]
     if recipes:
         lines.append("Recipes: " + "; ".join(recipes))
     return lines
@@ -611,8 +606,6 @@ def format_comparison(cmp: Comparison, fmt: str = TERMINAL) -> str:
         headers.append(f"{top}\n{_sub_label(cmp, k, x, fmt)}")
     table = tabulate(grid(cmp, fmt), headers=headers, tablefmt="simple", disable_numparse=True)
     return "\n".join([cmp.title, "", table, ""] + notes(cmp) + _footer(cmp, "  "))
-
-
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
@@ -667,9 +660,9 @@ def csv_text(comparisons: Sequence[Comparison]) -> str:
                     delta = cmp.delta(method, row) if metric.key == cmp.primary else float("nan")
                     pv = cmp.paper_value(method, row, metric.key)[0] if cmp.show_paper else float("nan")
                     writer.writerow([cmp.title, row, method.label, method.trainer, method.cfg, metric.key,
-                                     R._num(s.mean if s.ok or row == AVERAGE else None), R._num(s.spread),
-                                     s.n, int(method.label in best[metric.key]), R._num(delta),
-                                     cmp.baseline.label if cmp.baseline else "", R._num(pv),
+                                     format_number(s.mean if s.ok or row == AVERAGE else None), format_number(s.spread),
+                                     s.n, int(method.label in best[metric.key]), format_number(delta),
+                                     cmp.baseline.label if cmp.baseline else "", format_number(pv),
                                      "" if (s.ok or row == AVERAGE) else (s.reason or ""),
                                      "ci95" if cmp.ci95 else "std"])
     return buffer.getvalue()
@@ -681,60 +674,6 @@ def format_all(comparisons: Sequence[Comparison], fmt: str = TERMINAL) -> str:
     return "\n\n".join(format_comparison(c, fmt) for c in comparisons)
 
 
-# ------------------------------------------------------------------------------------------------------------
-# The plot: grouped bars of the primary metric
-# ------------------------------------------------------------------------------------------------------------
-def plot_png(cmp: Comparison, title: Optional[str] = None) -> bytes:
-    """Grouped bars: the primary metric per dataset (and the Average, last) per method, error bars = seed spread."""
-    try:
-        import matplotlib
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise R.PlotUnavailableError("matplotlib is not installed (pip install 'dasslite-moe-prompt[plots]'): "
-                                     "cannot draw the comparison plot") from None
-    rows = cmp.rows + ([AVERAGE] if cmp.averages else [])
-    n_m = len(cmp.methods)
-    width = 0.8 / max(n_m, 1)
-    fig = Figure(figsize=(max(6.0, 0.9 * len(rows) * max(1, n_m) ** 0.5 + 2), 4.2), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    colors = matplotlib.colormaps["tab10"].colors
-    x = np.arange(len(rows), dtype=float)
-    for j, method in enumerate(cmp.methods):
-        means, errs = [], []
-        for row in rows:
-            means.append(cmp.value(method, row, cmp.primary))
-            sp = float("nan") if row == AVERAGE else method.stat(row, cmp.primary).spread
-            errs.append(sp if math.isfinite(sp) else 0.0)
-        means = np.array(means)
-        shown = np.isfinite(means)
-        offset = (j - (n_m - 1) / 2) * width
-        ax.bar(x[shown] + offset, means[shown], width, yerr=np.array(errs)[shown], capsize=2,
-               color=colors[j % len(colors)], label=method.label, error_kw={"elinewidth": 0.8})
-        for xi in x[~shown]:
-            ax.text(xi + offset, 0, "n/a", rotation=90, ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(x)
-    ax.set_xticklabels([cmp.row_label(r) for r in rows], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(f"{cmp.primary_label} (%)")
-    ax.grid(axis="y", alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=min(n_m, 4), frameon=False, fontsize=8)
-    sp = "95% CI" if cmp.ci95 else "std"
-    ax.set_title(title or f"{cmp.title}\n{cmp.primary_label} per dataset; error bars: ± {sp} over seeds", fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def plot(cmp: Comparison, path: str) -> str:
-    from dasslite.utils.io import write_bytes_atomic
-
-    return write_bytes_atomic(path, plot_png(cmp))
-
-
-# ------------------------------------------------------------------------------------------------------------
-# The sweep's hook and the CLI
-# ------------------------------------------------------------------------------------------------------------
 def print_if_several(protocol: str, root: str, out=None, shots=None, datasets=None, seeds=None, ci95: bool = False,
                      paper: Optional[dict] = None) -> bool:
     """After a sweep: print the comparison when more than one method has runs under ``root``; True if printed.
@@ -755,7 +694,7 @@ def print_if_several(protocol: str, root: str, out=None, shots=None, datasets=No
         kwargs.update(datasets=datasets)
     try:
         comparisons = [c for c in compare(protocol, root, **kwargs) if len(c.methods) > 1]
-    except R.NoResultsError:
+    except NoResultsError:
         return False
     except Exception as exc:  # noqa: BLE001 - the sweep itself succeeded; say why there is no comparison
         print(f"\n(no comparison of the methods under {root}: {exc})", file=out)
@@ -766,77 +705,3 @@ def print_if_several(protocol: str, root: str, out=None, shots=None, datasets=No
           file=out)
     print(format_all(comparisons, TERMINAL), file=out)
     return True
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dasslite.results compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("protocol", help="base2new, fewshot, xd, dg, osr" + "".join(f", {n}" for n in EXTRA_ADAPTERS))
-    p.add_argument("root", nargs="?", default=None, help="output/<protocol> (or output); default: output/<protocol>")
-    p.add_argument("--trainers", nargs="+", default=None,
-                   help="these methods, in this order (trainer names, or 'Trainer (cfg)' / Trainer/cfg)")
-    p.add_argument("--baseline", default=None, help="add a Δ column against this method (trainer or method name)")
-    p.add_argument("--paper", action="store_true", help="published numbers beside ours (base2new, dg)")
-    p.add_argument("--paper-file", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--dataset", nargs="+", default=None, help="only these datasets (base2new, fewshot)")
-    p.add_argument("--shots", default=None, help="K, or the folder name shots_K (default: every one)")
-    p.add_argument("--source", default=None, help="xd/dg: only this training dataset")
-    p.add_argument("--targets", nargs="+", default=None, help="xd/dg: these target rows")
-    p.add_argument("--seeds", nargs="+", default=None, help="only these seeds; '1 2' or '1,2'")
-    p.add_argument("--ci95", action="store_true", help="95%% confidence intervals instead of the std")
-    p.add_argument("--format", default=TERMINAL, choices=FORMATS, help="what to print (default: %(default)s)")
-    p.add_argument("--markdown", default=None, help="also write Markdown to this file")
-    p.add_argument("--csv", default=None, help="also write CSV to this file")
-    p.add_argument("--latex", default=None, help="also write LaTeX (booktabs) to this file")
-    p.add_argument("--plot", default=None, metavar="FILE.png",
-                   help="grouped bars of H (base2new) or accuracy per dataset per method; several comparisons get "
-                        "FILE-1.png, FILE-2.png ...")
-    return p
-
-
-def _plot_paths(path: str, n: int) -> List[str]:
-    if n == 1:
-        return [path]
-    stem, dot, ext = path.rpartition(".")
-    return [f"{stem}-{i}.{ext}" if dot else f"{path}-{i}" for i in range(1, n + 1)]
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    import os.path as osp
-
-    root = args.root or osp.join("output", args.protocol)
-    seeds = None
-    if args.seeds is not None:
-        try:
-            seeds = R.parse_seeds(args.seeds)
-        except ValueError as exc:
-            parser.error(str(exc))
-    try:
-        adapter_for(args.protocol)
-    except ValueError as exc:
-        parser.error(str(exc))
-    paper = R.load_paper(args.paper_file) if args.paper else None
-    try:
-        comparisons = compare(args.protocol, root, trainers=args.trainers, baseline=args.baseline, paper=paper,
-                              datasets=args.dataset, shots=args.shots, seeds=seeds, ci95=args.ci95,
-                              source=args.source, targets=args.targets)
-        print(format_all(comparisons, args.format))
-        from dasslite.utils.io import write_text_atomic
-
-        for path, fmt in ((args.markdown, MARKDOWN), (args.csv, CSV), (args.latex, LATEX)):
-            if path:
-                text = format_all(comparisons, fmt)
-                print(f"{fmt} written to {write_text_atomic(path, text if text.endswith(chr(10)) else text + chr(10))}")
-        if args.plot:
-            for cmp, path in zip(comparisons, _plot_paths(args.plot, len(comparisons))):
-                print(f"Plot written to {plot(cmp, path)}")
-    except (R.NoResultsError, R.PlotUnavailableError, CompareError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

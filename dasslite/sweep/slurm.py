@@ -37,15 +37,16 @@ import json
 import os
 import os.path as osp
 import shlex
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from dasslite.results.runs import read_complete_record
+from dasslite.sweep.jobs import CONSOLE_FILE, SweepError
+from dasslite.sweep.runners import announce_state, failure_error
 from dasslite.utils.io import write_json_atomic, write_text_atomic
-
 MARKER_FILE = "slurm_job.json"  # in a run folder: the SLURM task that owns the run
 ACTIVE_STATES = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
                  "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED")
@@ -55,7 +56,7 @@ ENV_OPTIONS = {  # flag dest -> environment variable the scripts set
     "max_concurrent": "SWEEP_MAX_CONCURRENT",
 }
 LAUNCHERS = ("local", "slurm")
-PACKAGE_PARENT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the folder that holds this dasslite
+PACKAGE_PARENT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # the folder that holds this dasslite
 
 
 class SlurmError(RuntimeError):
@@ -157,9 +158,6 @@ def options_from(args, environ: Dict[str, str]) -> SlurmOptions:
     return SlurmOptions(extra_lines=list(lines), wait=bool(wait), poll_interval=poll, **values)
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Talking to SLURM
-# ------------------------------------------------------------------------------------------------------------
 class SlurmClient:
     """``sbatch`` and ``squeue`` through subprocess; one place to swap the commands (e.g. ``SBATCH=...``)."""
 
@@ -201,9 +199,6 @@ class SlurmClient:
         return states
 
 
-# ------------------------------------------------------------------------------------------------------------
-# The runner
-# ------------------------------------------------------------------------------------------------------------
 def dependency_levels(jobs: Sequence, satisfied: Sequence[str]) -> List[List]:
     """Cut ``jobs`` into levels: a job's level is 1 + the highest level of its unsatisfied dependencies (0 if none)."""
     level: Dict[str, int] = {}
@@ -229,14 +224,14 @@ def dependency_levels(jobs: Sequence, satisfied: Sequence[str]) -> List[List]:
 
 
 def render_script(options: SlurmOptions, n_tasks: int, tasks_file: str, log_dir: str, python: str) -> str:
-    """The job array's script: the header, then the task body (``python -m dasslite.sweep_slurm task ...``)."""
+    """The job array's script: the header, then the task body (``python -m dasslite.sweep.slurm_task ...``)."""
     cap = f"%{options.max_concurrent}" if options.max_concurrent else ""
     lines = ["#!/usr/bin/env bash", *options.header(), f"#SBATCH --array=0-{n_tasks - 1}{cap}",
              f"#SBATCH --output={osp.join(log_dir, '%A_%a.out')}",
              "# One train.py run per array task; the run list is tasks.json beside this script.",
              "set -euo pipefail",
              f"export PYTHONPATH={shlex.quote(PACKAGE_PARENT)}${{PYTHONPATH:+:$PYTHONPATH}}  # the submitter's dasslite",
-             f"exec {shlex.quote(python)} -m dasslite.sweep_slurm task {shlex.quote(tasks_file)} "
+             f"exec {shlex.quote(python)} -m dasslite.sweep.slurm_task {shlex.quote(tasks_file)} "
              f"\"$SLURM_ARRAY_TASK_ID\""]
     return "\n".join(lines) + "\n"
 
@@ -266,14 +261,12 @@ class SlurmRunner:
     # -- planning -------------------------------------------------------------------------------------------
     def _classify(self, jobs: Sequence) -> tuple:
         """(skipped keys, {key: queued SLURM id}, jobs to submit); announces each skip."""
-        from dasslite import sweep as sweep_mod
-
         skipped, queued, todo = [], {}, []
         active = None
         for job in jobs:
             # a task of ours still queued or running owns the run (its train.py may hold the run's lock): not again
             marker = read_marker(job.output_dir)
-            if marker is not None and sweep_mod.read_complete_record(job.results_path) is None:
+            if marker is not None and read_complete_record(job.results_path) is None:
                 if active is None:
                     active = self.client.active()
                 if active.get(marker["job_id"]) in ACTIVE_STATES:
@@ -282,7 +275,7 @@ class SlurmRunner:
                     queued[job.key] = marker["job_id"]
                     continue
             state = job.state()
-            sweep_mod._announce_state(job, state, self.out)
+            announce_state(job, state, self.out)
             if state == "done":
                 skipped.append(job.key)
             else:
@@ -327,20 +320,18 @@ class SlurmRunner:
 
     # -- running --------------------------------------------------------------------------------------------
     def run(self, jobs: Sequence) -> Dict[str, str]:
-        from dasslite import sweep as sweep_mod
-
         keys = {j.key for j in jobs}
         for job in jobs:
             unknown = [d for d in job.depends_on if d not in keys]
             if unknown:
-                raise sweep_mod.SweepError(f"{job.key} depends on unknown jobs {unknown}")
+                raise SweepError(f"{job.key} depends on unknown jobs {unknown}")
         try:
             skipped, queued, todo = self._classify(jobs)
             outcome = {k: "skipped" for k in skipped}
             outcome.update({k: "queued" for k in queued})
             submitted = self._submit(todo, queued) if todo else {}
         except SlurmError as exc:
-            raise sweep_mod.SweepError(str(exc)) from None
+            raise SweepError(str(exc)) from None
         outcome.update({k: "submitted" for k in submitted})
         in_flight = {**queued, **submitted}
         if not in_flight:
@@ -354,7 +345,7 @@ class SlurmRunner:
         self._wait(in_flight)
         failures = self._report(jobs, in_flight)
         if failures:
-            raise sweep_mod.SweepError("\n\n".join(failures))
+            raise SweepError("\n\n".join(failures))
         outcome.update({k: "ran" for k in in_flight})
         return outcome
 
@@ -410,12 +401,10 @@ class SlurmRunner:
 
     def _report(self, jobs: Sequence, in_flight: Dict[str, str]) -> List[str]:
         """One message per run that left the queue without a complete results.json."""
-        from dasslite import sweep as sweep_mod
-
         failed = set()
         messages = []
         for job in jobs:
-            if job.key not in in_flight or sweep_mod.read_complete_record(job.results_path) is not None:
+            if job.key not in in_flight or read_complete_record(job.results_path) is not None:
                 continue
             failed.add(job.key)
             waited = [d for d in job.depends_on if d in failed]
@@ -424,55 +413,11 @@ class SlurmRunner:
                 messages.append(f"{job.key}: not run: {', '.join(waited)} failed before it (SLURM cancelled "
                                 f"{in_flight[job.key]}); fix that run and re-run the same command")
                 continue
-            console = osp.join(job.output_dir, sweep_mod.CONSOLE_FILE)
-            err = sweep_mod._failure(job, 1, console if osp.isfile(console) else None)
+            console = osp.join(job.output_dir, CONSOLE_FILE)
+            err = failure_error(job, 1, console if osp.isfile(console) else None)
             text = str(err).replace("train.py failed with exit status 1",
                                     f"SLURM task {in_flight[job.key]} ended without a complete results.json")
             if marker.get("log"):
                 text = text.replace("  command:", f"  SLURM log:  {marker['log']}\n  command:", 1)
             messages.append(text)
         return messages
-
-
-# ------------------------------------------------------------------------------------------------------------
-# The task body (runs on the compute node)
-# ------------------------------------------------------------------------------------------------------------
-def run_task(tasks_file: str, index: int) -> int:
-    """Run task ``index`` of ``tasks_file``: train.py with its console appended to ``<run dir>/console.txt``.
-
-    SIGTERM (preemption, scancel, the time limit) is forwarded to train.py, so a requeued task finds the last
-    checkpoint train.py wrote and resumes from it.
-    """
-    with open(tasks_file, encoding="utf-8") as f:
-        task = json.load(f)[index]
-    os.makedirs(task["output_dir"], exist_ok=True)
-    console = osp.join(task["output_dir"], "console.txt")
-    ids = (f"job {os.environ.get('SLURM_ARRAY_JOB_ID', '?')}_{os.environ.get('SLURM_ARRAY_TASK_ID', '?')} "
-           f"(restart {os.environ.get('SLURM_RESTART_COUNT', '0')}) on {os.uname().nodename}")
-    with open(console, "a", encoding="utf-8") as fh:
-        fh.write(f"==> SLURM {ids}: {task['key']}\n$ {shlex.join(task['argv'])}\n")
-        fh.flush()
-        print(f"SLURM {ids}: {task['key']} -> {task['output_dir']} (console: {console})", flush=True)
-        proc = subprocess.Popen(task["argv"], cwd=task["cwd"], stdout=fh, stderr=subprocess.STDOUT)
-
-        def forward(signum, _frame):
-            proc.send_signal(signum)
-
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-            signal.signal(sig, forward)
-        rc = proc.wait()
-    print(f"train.py exited {rc}", flush=True)
-    return rc
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 3 or argv[0] != "task":
-        print("usage: python -m dasslite.sweep_slurm task TASKS_JSON INDEX  (run by the job arrays the sweep "
-              "submits)", file=sys.stderr)
-        return 2
-    return run_task(argv[1], int(argv[2]))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Checks a results.json record must pass before the tables average it (used by ``dasslite.results.read_run``).
+"""Checks a results.json record must pass before the tables average it (used by ``dasslite.results.runs.read_run``).
 
 A record counts only if its metric is a number in [0, 100] that agrees with its own ``correct``/``total`` (a
 fraction such as 0.85 where 85.0 is meant disagrees), and if it belongs to the folder it sits in: the folder's
