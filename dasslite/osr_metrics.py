@@ -17,7 +17,6 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.special import logsumexp, softmax
-from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, roc_curve
 
 SCORES = ("mls", "msp", "mcm", "energy", "entropy")
 BALANCE_MODES = ("none", "with_replacement", "dedup")
@@ -34,6 +33,14 @@ MAX_THRESHOLDS = 2048
 # ------------------------------------------------------------------------------------------------------------
 # Scores
 # ------------------------------------------------------------------------------------------------------------
+def _sklearn_metrics():
+    """``sklearn.metrics``, imported on first use: the results and sweep tools read this module's names (scores,
+    balance modes, file names) and should not pay scikit-learn's import (about 2 s) for that."""
+    from sklearn import metrics
+
+    return metrics
+
+
 def knownness_scores(logits: np.ndarray, logit_scale: float, names: Sequence[str] = SCORES,
                      mcm_temperature: float = 1.0, energy_temperature: float = 1.0) -> Dict[str, np.ndarray]:
     """``{score: [N]}`` from logits ``[N, C]`` = ``logit_scale`` x cosine (larger = more likely known).
@@ -103,13 +110,13 @@ def _binary(known: np.ndarray, unknown: np.ndarray) -> Tuple[np.ndarray, np.ndar
 def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
     """P(S(k) > S(u)), ties one half (sklearn)."""
     y, s = _binary(known, unknown)
-    return float(roc_auc_score(y, s))
+    return float(_sklearn_metrics().roc_auc_score(y, s))
 
 
 def roc(known: np.ndarray, unknown: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """``(fpr, tpr)`` of the exact step ROC (sklearn, every threshold kept), from (0, 0) to (1, 1)."""
     y, s = _binary(known, unknown)
-    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    fpr, tpr, _ = _sklearn_metrics().roc_curve(y, s, drop_intermediate=False)
     return fpr, tpr
 
 
@@ -128,7 +135,8 @@ def detection_accuracy(known: np.ndarray, unknown: np.ndarray) -> float:
 def aupr(known: np.ndarray, unknown: np.ndarray) -> Tuple[float, float]:
     """``(AUPR-in, AUPR-out)``: sklearn's average precision, knowns positive, resp. unknowns positive (score −S)."""
     y, s = _binary(known, unknown)
-    return float(average_precision_score(y, s)), float(average_precision_score(1 - y, -s))
+    metrics = _sklearn_metrics()
+    return float(metrics.average_precision_score(y, s)), float(metrics.average_precision_score(1 - y, -s))
 
 
 def oscr_curve(known: np.ndarray, correct: np.ndarray, unknown: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -158,7 +166,7 @@ def open_auc(known: np.ndarray, correct: np.ndarray, unknown: np.ndarray) -> flo
     y, s = _binary(known, unknown)
     floor = min(known.min(), unknown.min()) - 1.0
     s[: known.size] = np.where(np.asarray(correct, dtype=bool), known, floor)
-    return float(roc_auc_score(y, s))
+    return float(_sklearn_metrics().roc_auc_score(y, s))
 
 
 def open_set_predictions(known_scores: np.ndarray, known_pred: np.ndarray, unknown_scores: np.ndarray,
@@ -175,7 +183,8 @@ def open_set_macro_f1(known_labels: np.ndarray, known_scores: np.ndarray, known_
     """Macro-F1 over the known classes present plus "unknown" (label ``num_classes``) at ``threshold`` (sklearn)."""
     y_true = np.r_[np.asarray(known_labels), np.full(len(unknown_scores), num_classes)]
     y_pred = open_set_predictions(known_scores, known_pred, unknown_scores, unknown_pred, threshold, num_classes)
-    return float(f1_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0))
+    f1 = _sklearn_metrics().f1_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0)
+    return float(f1)
 
 
 def candidate_thresholds(scores: np.ndarray, limit: int = MAX_THRESHOLDS) -> np.ndarray:

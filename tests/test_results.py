@@ -687,11 +687,13 @@ def test_cli_seeds_accept_commas_and_spaces(tmp_path, capsys):
 
 
 def test_table_tools_do_not_import_torch():
-    """The results and expert-usage CLIs read JSON and write tables: importing them must not pull in torch."""
+    """The results and expert-usage CLIs read JSON and write tables: importing them (and the sweep, which prints the
+    tables) must not pull in torch, nor scikit-learn (the open-set metrics import it when they compute)."""
     import subprocess
     import sys
 
-    code = ("import sys, dasslite.results, dasslite.analysis.expert_usage, dasslite.utils.io; "
-            "from dasslite.utils import Registry; assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys, dasslite.results, dasslite.sweep, dasslite.analysis.expert_usage, dasslite.utils.io; "
+            "from dasslite.utils import Registry; assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert 'sklearn' not in sys.modules, 'sklearn imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

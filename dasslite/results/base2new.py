@@ -229,13 +229,14 @@ def write_csv(tables: Sequence[Base2NewTable], path: str, paper: Optional[dict] 
     for t in tables:
         kind = "ci95" if t.ci95 else "std"
         extra = paper_base2new_rows(t, paper)[0] if paper is not None else None
-        lines = [[t.shots, t.trainer, r.cfg or t.cfg, r.dataset, format_number(r.base.mean), format_number(r.base.spread),
-                  format_number(r.new.mean), format_number(r.new.spread), format_number(r.h), format_number(r.h_spread), r.base.n, r.new.n, kind]
+        lines = [[t.shots, t.trainer, r.cfg or t.cfg, r.dataset,
+                  *map(format_number, (r.base.mean, r.base.spread, r.new.mean, r.new.spread, r.h, r.h_spread)),
+                  r.base.n, r.new.n, kind]
                  for r in t.rows]
         avg = t.average
         if avg:
-            lines.append([t.shots, t.trainer, t.cfg, "Average", format_number(avg["base"]), "", format_number(avg["new"]), "",
-                          format_number(avg["h"]), "", "", "", kind])
+            lines.append([t.shots, t.trainer, t.cfg, "Average", format_number(avg["base"]), "",
+                          format_number(avg["new"]), "", format_number(avg["h"]), "", "", "", kind])
         for i, line in enumerate(lines):
             if extra is not None:  # numbers only: the marks are explained in the text tables
                 line += [c.rstrip(UNRELIABLE_MARK + SUBSET_MARK) for c in extra[i]]

@@ -1,6 +1,6 @@
-"""Table cells from an output tree: the ``seed<N>`` runs of one dataset × trainer × recipe folder, with the checks that
-keep a run of the wrong kind out of a cell (an evaluation in a training folder, a model trained elsewhere), and the
-recipe groups that let a trainer's per-dataset recipes share one table."""
+"""Table cells from an output tree: the ``seed<N>`` runs of one dataset × trainer × recipe folder, with the checks
+that keep a run of the wrong kind out of a cell (an evaluation in a training folder, a model trained elsewhere), and
+the recipe groups that let a trainer's per-dataset recipes share one table."""
 from __future__ import annotations
 
 import os.path as osp

@@ -73,7 +73,8 @@ CLI
     python -m dasslite.results xd|dg [ROOT] [--source D] [--targets D ...] [--trainer T] [--cfg C] [--shots K]
                                        [--seeds S ...] [--paper] [TABLE OPTIONS]
     python -m dasslite.results compare base2new|fewshot|xd|dg [ROOT] [--trainers T ...] [--baseline T] [--paper]
-                                         [--format terminal|markdown|csv|latex] [--plot FILE.png]  (dasslite.results.compare)
+                                         [--format terminal|markdown|csv|latex] [--plot FILE.png]
+                                         (dasslite.results.compare)
     TABLE OPTIONS: [--ci95] [--format github|plain|...] [--csv F] [--markdown F] [--keyword K] [--log-only]
     (``python -m dasslite.results DIR`` is ``summarize DIR``; ``parse_test_res.py`` at the repository root is the
     same ``summarize`` under CoOp's name.)

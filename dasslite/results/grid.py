@@ -114,7 +114,8 @@ def grid_rows(table: GridTable) -> List[List[str]]:
         if row.published is not None:
             cells = [f"{row.published[c]:.2f}" if c in row.published else "" for c in table.columns]
         else:
-            cells = [format_mean(row.cells[c].mean, row.cells[c].spread) if c in row.cells else "-" for c in table.columns]
+            cells = [format_mean(row.cells[c].mean, row.cells[c].spread) if c in row.cells else "-"
+                     for c in table.columns]
         if table.protocol != "fewshot":
             cells.append(_partial(*table.target_average(row)))
         out.append([row.label] + cells + [_seed_counts(row)])

@@ -79,7 +79,8 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from dasslite.recipes import DEFAULT_CFGS, DG_TARGETS, FEWSHOT_SHOTS, RECIPES, TRANSFER_SOURCE, XD_DATASETS, ZERO_SHOT_TRAINERS
+from dasslite.recipes import (DEFAULT_CFGS, DG_TARGETS, FEWSHOT_SHOTS, RECIPES, TRANSFER_SOURCE, XD_DATASETS,
+                              ZERO_SHOT_TRAINERS)
 from dasslite.results.cli import parse_int_list
 from dasslite.results.paper import load_paper
 from dasslite.results.runs import NoResultsError

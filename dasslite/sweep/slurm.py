@@ -231,8 +231,8 @@ def render_script(options: SlurmOptions, n_tasks: int, tasks_file: str, log_dir:
              "# One train.py run per array task; the run list is tasks.json beside this script.",
              "set -euo pipefail",
              f"export PYTHONPATH={shlex.quote(PACKAGE_PARENT)}${{PYTHONPATH:+:$PYTHONPATH}}  # the submitter's dasslite",
-             f"exec {shlex.quote(python)} -m dasslite.sweep.slurm_task {shlex.quote(tasks_file)} "
-             f"\"$SLURM_ARRAY_TASK_ID\""]
+             f"exec {shlex.quote(python)} -m dasslite.sweep.slurm_task "
+             f"{shlex.quote(tasks_file)} \"$SLURM_ARRAY_TASK_ID\""]
     return "\n".join(lines) + "\n"
 
 
