@@ -124,16 +124,16 @@ def collect_base2new(root: str, datasets: Optional[Iterable[str]] = None, traine
         for ds in sorted(found[(shots_name, t_name, group)], key=dataset_sort_key):
             cfg_name = found[(shots_name, t_name, group)][ds]
             cells = {sub: read_cell(osp.join(base_root, split, ds, shots_name, t_name, cfg_name), want_seeds,
-                                     {"subsample_classes": sub}, keyword, ci95, log_only,
-                                     check=trained_check(t_name, cfg_name, phase))
+                                    {"subsample_classes": sub}, keyword, ci95, log_only,
+                                    check=trained_check(t_name, cfg_name, phase))
                      for split, sub, phase in (("train_base", "base", "train"), ("test_new", "new", "eval"))}
             rows.append(Row(ds, cells["base"], cells["new"], cfg_name))
         tables.append(Base2NewTable(base_root, shots_name, t_name, group, rows, ci95))
     if not any(r.base.n or r.new.n for t in tables for r in t.rows):
         raise no_results(base_root, (("dataset", ",".join(sorted(want_ds)) if want_ds else None),
-                                      ("trainer", trainer), ("cfg", cfg), ("shots", want_shots),
-                                      ("seeds", want_seeds)),
-                          [r for t in tables for row in t.rows for r in row.missing])
+                                     ("trainer", trainer), ("cfg", cfg), ("shots", want_shots),
+                                     ("seeds", want_seeds)),
+                         [r for t in tables for row in t.rows for r in row.missing])
     return tables
 HEADERS = ["Dataset", "Base", "New", "H", "Seeds"]
 PAPER_HEADERS = ["Paper Base", "Paper New", "Paper H"]

@@ -143,7 +143,7 @@ def both_checks(*checks: Optional[Callable[[Run], Optional[str]]]) -> Optional[C
 
 
 def read_cell(folder: str, seeds: Optional[Sequence[int]], expect: Dict[str, object], keyword: str, ci95: bool,
-               log_only: bool, check: Optional[Callable[[Run], Optional[str]]] = None) -> Cell:
+              log_only: bool, check: Optional[Callable[[Run], Optional[str]]] = None) -> Cell:
     """The ``seed<N>`` folders under ``folder`` as a Cell. With ``seeds``, exactly those (an absent one is missing).
 
     Other sub-folders (``seed1_old``, ``backup``) are no runs: they are listed in ``Cell.ignored``, never averaged.

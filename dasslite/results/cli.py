@@ -339,8 +339,8 @@ def compare_main(argv: Optional[Sequence[str]] = None) -> int:
     paper = load_paper(args.paper_file) if args.paper else None
     try:
         comparisons = compare.compare(args.protocol, root, trainers=args.trainers, baseline=args.baseline, paper=paper,
-                              datasets=args.dataset, shots=args.shots, seeds=seeds, ci95=args.ci95,
-                              source=args.source, targets=args.targets)
+                                      datasets=args.dataset, shots=args.shots, seeds=seeds, ci95=args.ci95,
+                                      source=args.source, targets=args.targets)
         print(format_all(comparisons, args.format))
         for path, fmt in ((args.markdown, MARKDOWN), (args.csv, CSV), (args.latex, LATEX)):
             if path:

@@ -175,7 +175,7 @@ class Base2NewAdapter(SimpleAdapter):
 
     def collect(self, root: str, opts: dict) -> List[Section]:
         tables = collect_base2new(root, opts.get("datasets"), shots=opts.get("shots"), seeds=opts.get("seeds"),
-                                    ci95=opts.get("ci95", False))
+                                  ci95=opts.get("ci95", False))
         paper = opts.get("paper")
         sections: Dict[str, Section] = {}
         for table in tables:
@@ -229,7 +229,7 @@ class FewshotAdapter(SimpleAdapter):
 
     def collect(self, root: str, opts: dict) -> List[Section]:
         tables = collect_fewshot(root, opts.get("datasets"), shots=opts.get("shots_list"), seeds=opts.get("seeds"),
-                                   ci95=opts.get("ci95", False))
+                                 ci95=opts.get("ci95", False))
         columns = sorted({c for t in tables for c in t.columns}, key=shots_number)
         self.metrics = [Metric(c, f"{c[len('shots_'):]} shot" + ("" if c == "shots_1" else "s")) for c in columns]
         self.primary = columns[-1] if columns else ""
@@ -258,7 +258,7 @@ class TransferAdapter(SimpleAdapter):
 
     def collect(self, root: str, opts: dict) -> List[Section]:
         tables = collect_transfer(root, self.name, source=opts.get("source"), targets=opts.get("targets"),
-                                    shots=opts.get("shots"), seeds=opts.get("seeds"), ci95=opts.get("ci95", False))
+                                  shots=opts.get("shots"), seeds=opts.get("seeds"), ci95=opts.get("ci95", False))
         paper = opts.get("paper")
         sections = []
         for table in tables:

@@ -43,13 +43,13 @@ def collect_fewshot(root: str, datasets: Optional[Iterable[str]] = None, trainer
         rows = []
         for ds in sorted(per_ds, key=dataset_sort_key):
             cells = {k: read_cell(osp.join(root, ds, k, t_name, c), want_seeds,
-                                   {"subsample_classes": "all", "num_shots": int(shots_number(k))},
-                                   keyword, ci95, log_only, check=trained_check(t_name, c, "train"))
+                                  {"subsample_classes": "all", "num_shots": int(shots_number(k))},
+                                  keyword, ci95, log_only, check=trained_check(t_name, c, "train"))
                      for k, c in per_ds[ds].items()}
             rows.append(GridRow(ds, cells, t_name, next(iter(per_ds[ds].values()))))
         tables.append(GridTable("fewshot", root, t_name, group, "", "", columns, rows, ci95))
     if not any(c.n for t in tables for r in t.rows for c in r.cells.values()):
         raise no_results(root, (("dataset", ",".join(sorted(want_ds)) if want_ds else None), ("trainer", trainer),
-                                 ("cfg", cfg), ("seeds", want_seeds)),
-                          [r for t in tables for row in t.rows for r in row.missing])
+                                ("cfg", cfg), ("seeds", want_seeds)),
+                         [r for t in tables for row in t.rows for r in row.missing])
     return tables

@@ -136,7 +136,7 @@ def collect_osr(root: str, datasets: Optional[Sequence[str]] = None, trainer=Non
     found = [t for t in tables.values() if any(col.complete for col in t.columns)]
     if not found:
         raise NoResultsError(f"no finished open-set runs (complete {OSR_RESULTS_FILE}, balance "
-                                         f"{balance}) under {root}")
+                             f"{balance}) under {root}")
     for table in found:
         table.columns = [col for col in table.columns if col.runs]
     return sorted(found, key=lambda t: (dataset_sort_key(t.dataset), shots_number(t.shots)))

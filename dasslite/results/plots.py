@@ -224,7 +224,7 @@ def comparison_plot_png(cmp: Comparison, title: Optional[str] = None) -> bytes:
         from matplotlib.figure import Figure
     except ImportError:
         raise PlotUnavailableError("matplotlib is not installed (pip install 'dasslite-moe-prompt[plots]'): "
-                                     "cannot draw the comparison plot") from None
+                                   "cannot draw the comparison plot") from None
     rows = cmp.rows + ([AVERAGE] if cmp.averages else [])
     n_m = len(cmp.methods)
     width = 0.8 / max(n_m, 1)

@@ -69,11 +69,11 @@ def collect_transfer(root: str, protocol: str, source: Optional[str] = None, tar
     groups: Dict[tuple, List[tuple]] = {}  # (source, shots) -> [(T, cfg)]
     train_roots: Dict[tuple, str] = {}  # (source, shots, T, cfg) -> the train folder holding it
     evaluated = {(t_name, cfg_name) for _, _, t_name, cfg_name, _ in iter_cfg_dirs(test_root, None, want_shots,
-                                                                                     trainer, cfg)}
+                                                                                   trainer, cfg)}
     for train_root in transfer_train_roots(proot):
         shared = not train_root.startswith(proot + os.sep)
         for src, shots_name, t_name, cfg_name, _ in iter_cfg_dirs(train_root, {source} if source else None,
-                                                                    want_shots, trainer, cfg):
+                                                                  want_shots, trainer, cfg):
             if (src, shots_name, t_name, cfg_name) in train_roots:
                 continue  # the protocol's own (older layout) folder wins over the shared one
             if shared and (t_name, cfg_name) not in evaluated and not (trainer and cfg):
@@ -106,11 +106,11 @@ def collect_transfer(root: str, protocol: str, source: Optional[str] = None, tar
             for cfg_name in cfg_names:
                 train_root = train_roots.get((src, shots_name, t_name, cfg_name), osp.join(proot, "train"))
                 cells = {src: read_cell(osp.join(train_root, src, shots_name, t_name, cfg_name), want_seeds, expect,
-                                         keyword, ci95, log_only, check=trained_check(t_name, cfg_name, "train"))}
+                                        keyword, ci95, log_only, check=trained_check(t_name, cfg_name, "train"))}
                 for target in cols:
                     cells[target] = read_cell(osp.join(test_root, target, shots_name, t_name, cfg_name),
-                                               want_seeds, expect, keyword, ci95, log_only,
-                                               check=both_checks(from_source, trained_check(t_name, cfg_name, "eval")))
+                                              want_seeds, expect, keyword, ci95, log_only,
+                                              check=both_checks(from_source, trained_check(t_name, cfg_name, "eval")))
                 rows.append(GridRow(f"{t_name} / {cfg_name}", cells, t_name, cfg_name))
             trained = [c for c in cfg_names if not (t_name not in ZERO_SHOT_TRAINERS and c.endswith(ZERO_SHOT_SUFFIX))]
             if paper is not None and trained:  # the published row goes after that trainer's rows
@@ -124,6 +124,6 @@ def collect_transfer(root: str, protocol: str, source: Optional[str] = None, tar
         tables.append(GridTable(protocol, proot, "", "", shots_name, src, [src] + cols, rows, ci95, notes))
     if not any(c.n for t in tables for r in t.rows for c in r.cells.values()):
         raise no_results(proot, (("source", source), ("trainer", trainer), ("cfg", cfg),
-                                  ("shots", next(iter(want_shots)) if want_shots else None), ("seeds", want_seeds)),
-                          [r for t in tables for row in t.rows for r in row.missing])
+                                 ("shots", next(iter(want_shots)) if want_shots else None), ("seeds", want_seeds)),
+                         [r for t in tables for row in t.rows for r in row.missing])
     return tables

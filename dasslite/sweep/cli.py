@@ -145,13 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("base2new", help="train on base classes, evaluate on new classes, print Base/New/H",
                        description=tail)
     b.add_argument("--dataset", required=True, help="dataset config name in configs/datasets/ (or 'demo'), "
-                                                  "'all' (the 11 datasets) or a list 'a,b' (dasslite.sweep.multi)")
+                   "'all' (the 11 datasets) or a list 'a,b' (dasslite.sweep.multi)")
     b.add_argument("--shots", type=int, default=16, help="shots per base class (default: %(default)s)")
     _add_common_args(b)
     f = sub.add_parser("fewshot", help="train on all classes with 1/2/4/8/16 shots, print the few-shot curve",
                        description=tail)
     f.add_argument("--dataset", required=True, help="dataset config name in configs/datasets/ (or 'demo'), "
-                                                  "'all' (the 11 datasets) or a list 'a,b' (dasslite.sweep.multi)")
+                   "'all' (the 11 datasets) or a list 'a,b' (dasslite.sweep.multi)")
     f.add_argument("--shots", nargs="+", default=[str(k) for k in FEWSHOT_SHOTS],
                    help="shots per class (default: %(default)s; '1,2' works too)")
     _add_common_args(f, evaluates=False)

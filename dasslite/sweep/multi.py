@@ -320,20 +320,20 @@ def _merge_base2new(specs: Sequence[SweepSpec], ci95: bool) -> List[Base2NewTabl
     for cfg, datasets in by_cfg.items():
         try:
             tables = collect_base2new(first.results_root, datasets=datasets, trainer=first.trainer,
-                                                  cfg=cfg, shots=first.shots[0], seeds=first.seeds, ci95=ci95)
+                                      cfg=cfg, shots=first.shots[0], seeds=first.seeds, ci95=ci95)
             rows += [r for t in tables for r in t.rows]
         except NoResultsError:
             for ds in datasets:
                 cells = [read_cell(osp.join(first.results_root, split, ds, f"shots_{first.shots[0]}",
-                                                         first.trainer, cfg), first.seeds,
-                                                {"subsample_classes": sub}, "accuracy", ci95, False,
-                                                check=trained_check(first.trainer, cfg, phase))
+                                            first.trainer, cfg), first.seeds,
+                                   {"subsample_classes": sub}, "accuracy", ci95, False,
+                                   check=trained_check(first.trainer, cfg, phase))
                          for split, sub, phase in (("train_base", "base", "train"), ("test_new", "new", "eval"))]
                 rows.append(Row(ds, cells[0], cells[1], cfg))
     rows.sort(key=lambda r: dataset_sort_key(r.dataset))
     group = first.cfg if len(by_cfg) == 1 else PER_DATASET
     return [Base2NewTable(first.results_root, f"shots_{first.shots[0]}", first.trainer, group, rows,
-                                      ci95)]
+                          ci95)]
 
 
 def _merge_fewshot(specs: Sequence[SweepSpec], ci95: bool) -> List[GridTable]:
@@ -343,10 +343,10 @@ def _merge_fewshot(specs: Sequence[SweepSpec], ci95: bool) -> List[GridTable]:
     rows = []
     for spec in specs:
         cells = {k: read_cell(osp.join(spec.results_root, spec.dataset, k, spec.trainer, spec.cfg),
-                                           spec.seeds, {"subsample_classes": "all",
-                                                        "num_shots": int(k[len("shots_"):])},
-                                           "accuracy", ci95, False,
-                                           check=trained_check(spec.trainer, spec.cfg, "train"))
+                              spec.seeds, {"subsample_classes": "all",
+                                           "num_shots": int(k[len("shots_"):])},
+                              "accuracy", ci95, False,
+                              check=trained_check(spec.trainer, spec.cfg, "train"))
                  for k in columns}
         rows.append(GridRow(spec.dataset, cells, spec.trainer, spec.cfg))
     rows.sort(key=lambda r: dataset_sort_key(r.label))
@@ -409,5 +409,5 @@ def run_multi(args, environ=None, demo_world=None, runner=None, out=None, cwd=No
     print(format_table(specs, ci95=args.ci95, paper=paper), file=out)
 
     print_if_several(specs[0].protocol, specs[0].results_root, out, shots=specs[0].shots,
-                             datasets=[s.dataset for s in specs], seeds=specs[0].seeds, ci95=args.ci95, paper=paper)
+                     datasets=[s.dataset for s in specs], seeds=specs[0].seeds, ci95=args.ci95, paper=paper)
     return 0

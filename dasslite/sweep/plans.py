@@ -73,8 +73,8 @@ class SweepSpec:
 
 
 def make_job(spec: SweepSpec, key: str, phase: str, seed: int, dataset: str, shots: int, subsample: str,
-              output_dir: str, model_dir: Optional[str] = None, depends_on: Sequence[str] = (),
-              extra_opts: Sequence[str] = ()) -> Job:
+             output_dir: str, model_dir: Optional[str] = None, depends_on: Sequence[str] = (),
+             extra_opts: Sequence[str] = ()) -> Job:
     """One train.py run: an evaluation when the trainer is zero-shot or ``model_dir`` is given, else a training."""
     eval_only = spec.zero_shot or model_dir is not None
     argv = [spec.python, spec.train_py, "--root", spec.data_root, "--seed", str(seed), "--trainer", spec.trainer,
@@ -108,7 +108,7 @@ def plan_base2new(spec: SweepSpec) -> List[Job]:
         base = make_job(spec, f"train_base/seed{seed}", "train_base", seed, spec.dataset, shots, "base", base_dir)
         model = None if spec.zero_shot else base_dir
         new = make_job(spec, f"test_new/seed{seed}", "test_new", seed, spec.dataset, shots, "new",
-                        spec.run_dir(seed, "test_new"), model_dir=model, depends_on=[base.key] if model else [])
+                       spec.run_dir(seed, "test_new"), model_dir=model, depends_on=[base.key] if model else [])
         jobs += [base, new]
     return jobs
 
@@ -116,7 +116,7 @@ def plan_base2new(spec: SweepSpec) -> List[Job]:
 def plan_fewshot(spec: SweepSpec) -> List[Job]:
     """Shots by shots, seed by seed: one training on all classes each (a zero-shot eval for zero-shot trainers)."""
     return [make_job(spec, f"shots_{k}/seed{seed}", "fewshot", seed, spec.dataset, k, "all",
-                      spec.run_dir(seed, shots=k))
+                     spec.run_dir(seed, shots=k))
             for k in spec.shots for seed in spec.seeds]
 
 
@@ -143,9 +143,9 @@ def plan_transfer(spec: SweepSpec) -> List[Job]:
         model = None if spec.zero_shot else train_dir
         for target in spec.targets:
             jobs.append(make_job(spec, f"test/{target}/seed{seed}", "test", seed, target, shots, "all",
-                                  spec.run_dir(seed, "test", dataset=target), model_dir=model,
-                                  depends_on=[train.key] if model else [],
-                                  extra_opts=source_bound_opts(spec, target)))
+                                 spec.run_dir(seed, "test", dataset=target), model_dir=model,
+                                 depends_on=[train.key] if model else [],
+                                 extra_opts=source_bound_opts(spec, target)))
     return jobs
 PLANNERS: Dict[str, Callable[[SweepSpec], List[Job]]] = {  # the protocols
     "base2new": plan_base2new, "fewshot": plan_fewshot, "xd": plan_transfer, "dg": plan_transfer,

@@ -61,7 +61,7 @@ def slurm_runner(args, spec: SweepSpec, environ: Dict[str, str], name: Optional[
         raise SweepUsageError(str(exc)) from None
     options.job_name = f"{spec.protocol}-{spec.trainer}-{name or spec.dataset}"
     return SlurmRunner(options, SlurmClient(env=environ), python=spec.python,
-                                   state_root=osp.abspath(spec.results_root))
+                       state_root=osp.abspath(spec.results_root))
 
 
 def print_table_so_far(table: Callable[[], str], out) -> None:
@@ -96,5 +96,5 @@ def run_sweep(spec: SweepSpec, runner=None, dry_run: bool = False, ci95: bool = 
     print(collect_tables(spec, ci95, paper), file=out)
     # several methods under this output root: their comparison too
     print_if_several(spec.protocol, spec.results_root, out, shots=spec.shots,
-                             datasets=[spec.dataset] + list(spec.targets), seeds=spec.seeds, ci95=ci95, paper=paper)
+                     datasets=[spec.dataset] + list(spec.targets), seeds=spec.seeds, ci95=ci95, paper=paper)
     return 0

@@ -108,8 +108,8 @@ def add_slurm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cpus-per-task", default=None, help="CPUs per task (default: $SWEEP_CPUS_PER_TASK)")
     g.add_argument("--mem", default=None, help="memory per task, e.g. 32G (default: $SWEEP_MEM)")
     g.add_argument("--sbatch-line", action="append", default=None,
-                   help="extra #SBATCH option, repeatable: qos=high or --sbatch-line=--qos=high (default: $SWEEP_SBATCH, "
-                        "separated by ';')")
+                   help="extra #SBATCH option, repeatable: qos=high or --sbatch-line=--qos=high "
+                        "(default: $SWEEP_SBATCH, separated by ';')")
     g.add_argument("--max-concurrent", default=None,
                    help="at most this many tasks of an array run at once (default: $SWEEP_MAX_CONCURRENT)")
     g.add_argument("--wait", action="store_true", default=None,
@@ -230,7 +230,8 @@ def render_script(options: SlurmOptions, n_tasks: int, tasks_file: str, log_dir:
              f"#SBATCH --output={osp.join(log_dir, '%A_%a.out')}",
              "# One train.py run per array task; the run list is tasks.json beside this script.",
              "set -euo pipefail",
-             f"export PYTHONPATH={shlex.quote(PACKAGE_PARENT)}${{PYTHONPATH:+:$PYTHONPATH}}  # the submitter's dasslite",
+             f"export PYTHONPATH={shlex.quote(PACKAGE_PARENT)}${{PYTHONPATH:+:$PYTHONPATH}}  # the submitter's "
+             "dasslite",
              f"exec {shlex.quote(python)} -m dasslite.sweep.slurm_task "
              f"{shlex.quote(tasks_file)} \"$SLURM_ARRAY_TASK_ID\""]
     return "\n".join(lines) + "\n"
