@@ -177,3 +177,12 @@ def test_the_cycle_finder_sees_what_python_executes(tmp_path, files, cycle):
     modules = _package(tmp_path, files)
     cycles = find_cycles(import_graph(modules))
     assert cycles == ([cycle] if cycle else [])
+
+
+def test_the_data_modules_build_the_engines_datum_without_importing_compat():
+    """base_dataset asks dasslite.backend (not compat, which imports it) which engine runs; both must agree."""
+    from dasslite import backend, compat
+    from dasslite.data.datasets.base_dataset import engine_datum_cls
+
+    assert compat.BACKEND == backend.BACKEND
+    assert engine_datum_cls() is compat.Datum
