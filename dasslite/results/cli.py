@@ -102,6 +102,9 @@ from dasslite.results.transfer import collect_transfer
 from dasslite.utils.io import write_text_atomic
 
 
+TABLE_FORMATS = ("github", "plain", "simple", "grid", "pipe")  # tabulate formats the table commands offer
+
+
 def _add_summarize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("directory", help="folder whose sub-folders are runs (seeds), or experiments with --multi-exp")
     p.add_argument("--test-log", "--test_log", dest="test_log", action="store_true",
@@ -124,7 +127,7 @@ def _add_table_args(p: argparse.ArgumentParser, protocol: str) -> None:
     p.add_argument("--ci95", action="store_true", help="report the 95%% confidence interval instead of the std")
     p.add_argument("--keyword", default="accuracy")
     p.add_argument("--log-only", action="store_true", help="ignore results.json, parse log.txt only")
-    p.add_argument("--format", default="github", choices=["github", "plain", "simple", "grid", "pipe"],
+    p.add_argument("--format", default="github", choices=TABLE_FORMATS,
                    help="tabulate table format (default: github)")
     p.add_argument("--csv", default=None, help="also write the numbers to this CSV file")
     p.add_argument("--markdown", default=None, help="also write the tables to this Markdown file")
@@ -261,7 +264,7 @@ def build_osr_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
                    help=f"rows (default: {' '.join(DEFAULT_METRICS)}; 'all' or any of {' '.join(METRIC_NAMES)})")
     p.add_argument("--ci95", action="store_true", help="report the 95%% confidence interval instead of the std")
-    p.add_argument("--format", default="github", choices=["github", "plain", "simple", "grid", "pipe"])
+    p.add_argument("--format", default="github", choices=TABLE_FORMATS, help="tabulate table format")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="also draw the ROC and OSCR curves into this PNG")
     return p
 
