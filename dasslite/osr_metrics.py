@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy.special import logsumexp, softmax
 
 SCORES = ("mls", "msp", "mcm", "energy", "entropy")
 BALANCE_MODES = ("none", "with_replacement", "dedup")
@@ -35,7 +34,7 @@ MAX_THRESHOLDS = 2048
 # ------------------------------------------------------------------------------------------------------------
 def _sklearn_metrics():
     """``sklearn.metrics``, imported on first use: the results and sweep tools read this module's names (scores,
-    balance modes, file names) and should not pay scikit-learn's import (about 2 s) for that."""
+    balance modes, file names) and should not pay scikit-learn's import (about 2 s; scipy's 0.3 s) for that."""
     from sklearn import metrics
 
     return metrics
@@ -57,6 +56,8 @@ def knownness_scores(logits: np.ndarray, logit_scale: float, names: Sequence[str
     if logit_scale <= 0 or mcm_temperature <= 0 or energy_temperature <= 0:
         raise ValueError(f"logit_scale ({logit_scale}), the MCM temperature ({mcm_temperature}) and the energy "
                          f"temperature ({energy_temperature}) must be > 0")
+    from scipy.special import logsumexp, softmax  # on first use, like sklearn (see _sklearn_metrics)
+
     out: Dict[str, np.ndarray] = {}
     for name in names:
         if name == "mls":
