@@ -25,7 +25,7 @@ from tabulate import tabulate
 
 from dasslite import osr_metrics
 from dasslite.osr_metrics import OSR_RESULTS_FILE, OSR_SCORES_FILE
-from dasslite.results.cells import dataset_sort_key, shots_number
+from dasslite.results.cells import dataset_sort_key, shots_label, shots_number
 from dasslite.results.formatting import format_mean
 from dasslite.results.runs import SEED_DIR_RE, NoResultsError
 from dasslite.results.stats import spread
@@ -104,7 +104,7 @@ def collect_osr(root: str, datasets: Optional[Sequence[str]] = None, trainer=Non
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {', '.join(METRIC_NAMES)} or all")
     trainers = [trainer] if isinstance(trainer, str) else list(trainer or [])
-    shots_label = None if shots is None else (str(shots) if str(shots).startswith("shots_") else f"shots_{shots}")
+    want_shots = shots_label(shots)
     if not osp.isdir(root):
         raise NoResultsError(f"{root} does not exist (an output/osr folder of the osr sweep)")
     tables: Dict[tuple, OsrTable] = {}
@@ -113,7 +113,7 @@ def collect_osr(root: str, datasets: Optional[Sequence[str]] = None, trainer=Non
             if datasets and ds not in datasets:
                 continue
             for k in _dirs(osp.join(root, phase, ds)):
-                if shots_label and k != shots_label:
+                if want_shots and k != want_shots:
                     continue
                 for tr in _dirs(osp.join(root, phase, ds, k)):
                     if trainers and tr not in trainers:
